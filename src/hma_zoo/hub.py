@@ -1,0 +1,173 @@
+"""Save and load zoo members (world models, tokenizers) in the hub format: ``config.json`` + ``model.safetensors``.
+
+Loading never unpickles: the config is JSON and the weights are safetensors. A folder may also hold a
+``README.md`` model card (see :mod:`hma_zoo.cards`). Sources, in the order they are tried:
+
+* ``local-dir:/path`` or an existing directory path;
+* ``hf-hub:org/name`` or ``org/name`` (optionally ``@revision``): fetched with ``huggingface_hub.snapshot_download``,
+  which works offline (``HF_HUB_OFFLINE=1``) from the local hub cache.
+
+Each loadable class registers a *kind* with :func:`register_kind`; ``config.json`` stores it under
+``"hma_zoo_kind"`` so :func:`load_pretrained` can rebuild the right class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+_KINDS: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], Callable[[nn.Module], dict[str, Any]]]] = {}
+
+
+def register_kind(
+    kind: str, build: Callable[[dict[str, Any]], nn.Module], get_config: Callable[[nn.Module], dict[str, Any]]
+) -> None:
+    """Register how to rebuild a module of ``kind`` from its config dict and how to read that dict back."""
+    _KINDS[kind] = (build, get_config)
+
+
+def _kind_of(module: nn.Module) -> str:
+    kind = getattr(module, "hub_kind", None)
+    if kind is None or kind not in _KINDS:
+        raise TypeError(
+            f"{type(module).__name__} is not a registered zoo member (hub_kind={kind!r}); known kinds: {sorted(_KINDS)}"
+        )
+    return kind
+
+
+def save_pretrained(
+    module: nn.Module, directory: str | os.PathLike, *, meta: dict[str, Any] | None = None, card: str | None = None
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (and ``README.md`` if ``card`` is given) to ``directory``.
+
+    Args:
+        module: a registered zoo member (it has ``hub_kind`` and a config).
+        directory: target folder; created if missing. Files are written atomically (temp file + rename).
+        meta: extra JSON-serialisable provenance (variant name, training data, measured metrics).
+        card: model card text (Markdown) to write as ``README.md``.
+
+    Returns:
+        The folder path.
+    """
+    kind = _kind_of(module)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    _, get_config = _KINDS[kind]
+    payload = {"hma_zoo_kind": kind, "format_version": FORMAT_VERSION, "config": get_config(module), "meta": meta or {}}
+    tmp = out / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(out / CONFIG_NAME)
+    # safetensors refuses shared storage; clone so tied or viewed tensors are stored independently.
+    state = {k: v.detach().contiguous().clone().cpu() for k, v in module.state_dict().items()}
+    tmpw = out / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmpw), metadata={"hma_zoo_kind": kind})
+    tmpw.replace(out / WEIGHTS_NAME)
+    if card is not None:
+        (out / "README.md").write_text(card)
+    return out
+
+
+def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
+    """Turn ``local-dir:...``, a folder path, ``hf-hub:org/name`` or ``org/name`` into a local folder."""
+    s = str(name_or_path)
+    if s.startswith("local-dir:"):
+        path = Path(s[len("local-dir:") :]).expanduser()
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; is it a folder written by save_pretrained?")
+        return path
+    path = Path(s).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; is it a folder written by save_pretrained?")
+        return path
+    repo_id = s[len("hf-hub:") :] if s.startswith("hf-hub:") else s
+    if "@" in repo_id:
+        repo_id, revision = repo_id.split("@", 1)
+    if repo_id.count("/") != 1:
+        raise FileNotFoundError(
+            f"{s!r} is neither an existing folder nor a hub repo id of the form 'org/name' (or 'hf-hub:org/name')"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"]
+        )
+    except Exception as err:  # offline, missing repo, no cache: say which and how to fix it
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        hint = (
+            "HF_HUB_OFFLINE is set and the repo is not in the local hub cache"
+            if offline
+            else "the hub could not be reached or the repo does not exist"
+        )
+        raise FileNotFoundError(f"cannot load {repo_id!r}: {hint} ({type(err).__name__}: {err})") from err
+    return Path(folder)
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a saved zoo member (kind, config, meta)."""
+    payload = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    if "hma_zoo_kind" not in payload:
+        raise ValueError(f"{folder}/{CONFIG_NAME} was not written by hma_zoo (no 'hma_zoo_kind' key)")
+    return payload
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    kind: str | None = None,
+    map_location: str | torch.device = "cpu",
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    strict: bool = True,
+) -> nn.Module:
+    """Rebuild a zoo member from a folder or hub repo and load its weights (never unpickles).
+
+    Args:
+        name_or_path: see :func:`resolve`.
+        kind: if given, the stored kind must match (e.g. ``"hma"`` or ``"tokenizer"``).
+        map_location: device for the weights.
+        strict: passed to ``load_state_dict``.
+    """
+    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    payload = read_config(folder)
+    stored = payload["hma_zoo_kind"]
+    if kind is not None and stored != kind and not stored.startswith(kind + "/"):
+        raise ValueError(f"{name_or_path} holds a {stored!r}, not a {kind!r}")
+    if stored not in _KINDS:
+        _import_kind_modules()
+    if stored not in _KINDS:
+        raise ValueError(f"unknown zoo kind {stored!r} in {folder}; known kinds: {sorted(_KINDS)}")
+    build, _ = _KINDS[stored]
+    module = build(payload["config"])
+    state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(map_location))
+    missing, unexpected = module.load_state_dict(state, strict=strict)
+    if missing or unexpected:
+        log.warning("loaded %s with missing=%s unexpected=%s", name_or_path, missing, unexpected)
+    module.pretrained_meta = payload.get("meta", {})  # type: ignore[attr-defined]
+    return module.to(map_location)
+
+
+def _import_kind_modules() -> None:
+    """Import the modules that register kinds (done lazily so ``import hma_zoo.hub`` stays light)."""
+    import importlib
+
+    for mod in ("hma_zoo.model.hma", "hma_zoo.tokenizers"):
+        try:
+            importlib.import_module(mod)
+        except ImportError as err:  # pragma: no cover - only when a part is missing
+            log.debug("could not import %s: %s", mod, err)
