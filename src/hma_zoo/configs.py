@@ -205,8 +205,8 @@ class DiffusionHeadConfig:
         train_steps: diffusion steps in training (paper: 1000).
         sample_steps: respaced steps when sampling (paper: 100).
         schedule: ``cosine`` (paper) or ``linear`` beta schedule.
-        learn_sigma: stated choice: ``False`` uses the fixed posterior variance (plain epsilon MSE);
-            ``True`` also predicts the variance interpolation and adds the VLB term (IDDPM).
+        Stated choice: epsilon prediction with the fixed posterior variance (no learned variance, so the
+        loss is the plain epsilon MSE); see :mod:`hma_zoo.diffusion.gaussian`.
         batch_mul: each token's condition is reused with this many noise draws per step in training.
     """
 
@@ -215,7 +215,6 @@ class DiffusionHeadConfig:
     train_steps: int = 1000
     sample_steps: int = 100
     schedule: Literal["cosine", "linear"] = "cosine"
-    learn_sigma: bool = False
     batch_mul: int = 1
 
     def __post_init__(self) -> None:
@@ -238,6 +237,7 @@ class HMAConfig:
         diffusion: diffusion head settings (``mar`` video head and ``mar`` action heads).
         label_smoothing: cross-entropy label smoothing of the ``vq`` head (paper: 0.01).
         predict_actions: build per-embodiment action heads (policy / joint mode).
+        action_loss_weight: weight of the action loss in the total loss (paper: 0.5 for ``vq``, 1.0 for ``mar``).
         stem_hidden: hidden width of the action stems (default: ``d_model``).
     """
 
@@ -248,6 +248,7 @@ class HMAConfig:
     diffusion: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
     label_smoothing: float = 0.01
     predict_actions: bool = True
+    action_loss_weight: float = 0.5
     stem_hidden: int | None = None
 
     def __post_init__(self) -> None:
