@@ -1,0 +1,42 @@
+"""Heterogeneous robot action-video data: shard format, simulator sources, importers, windows, DataModule.
+
+Imports are lazy so that simulator worker processes never import torch or Lightning::
+
+    from hma_zoo.data import HMADataModule, DatasetWriter, Episode, EmbodimentInfo, load_manifest
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "Episode": "hma_zoo.data.schema",
+    "EmbodimentInfo": "hma_zoo.data.schema",
+    "EpisodeError": "hma_zoo.data.schema",
+    "validate_episode": "hma_zoo.data.schema",
+    "split_for_index": "hma_zoo.data.schema",
+    "DatasetWriter": "hma_zoo.data.shards",
+    "ShardError": "hma_zoo.data.shards",
+    "ReadStats": "hma_zoo.data.shards",
+    "iter_episodes": "hma_zoo.data.shards",
+    "load_manifest": "hma_zoo.data.shards",
+    "write_manifest": "hma_zoo.data.shards",
+    "WindowSpec": "hma_zoo.data.windows",
+    "episode_windows": "hma_zoo.data.windows",
+    "mixture_weights": "hma_zoo.data.mixture",
+    "HMADataModule": "hma_zoo.data.datamodule",
+    "WindowDataset": "hma_zoo.data.datamodule",
+    "collate_windows": "hma_zoo.data.datamodule",
+    "build_mixture": "hma_zoo.data.build",
+    "list_mixtures": "hma_zoo.data.build",
+    "tokenize_dataset": "hma_zoo.data.tokenize",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hma_zoo.data' has no attribute {name!r}")

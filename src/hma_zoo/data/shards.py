@@ -1,0 +1,402 @@
+"""Episode and token shards: validated writing, checked reading, and the dataset manifest.
+
+Layout of a dataset folder (see docs/data_format.md)::
+
+    manifest.json                      kind, image size, embodiments + action statistics, shard list, split
+    train/<embodiment>-00000.tar       WebDataset shards, one embodiment per shard, one sample per episode
+    val/<embodiment>-00000.tar
+
+A sample (tar members sharing the key ``<episode_id>``): ``.json`` (record), ``.frames.npy`` or ``.frames.mp4``
+(or ``.tokens.npy`` in token shards), ``.actions.npy`` and optionally ``.proprio.npy``, ``.reward.npy``,
+``.success.npy``. The JSON record stores a CRC32 of every member, so a damaged member is detected on read.
+
+Reading a damaged shard or member either raises :class:`ShardError` (``on_error="raise"``, the default) or skips
+the episode (or the rest of an unreadable shard), logs a warning and counts it in :class:`ReadStats`
+(``on_error="skip"``). It is never silently wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hma_zoo.data.codec import mp4_bytes, mp4_load, npy_bytes, npy_load
+from hma_zoo.data.schema import (
+    FORMAT_VERSION,
+    ActionStats,
+    EmbodimentInfo,
+    Episode,
+    EpisodeError,
+    validate_episode,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ARRAY_FIELDS = ("actions", "proprio", "reward", "success")
+OnError = Literal["raise", "skip"]
+
+
+class ShardError(RuntimeError):
+    """A shard or one of its members cannot be read or fails its checks."""
+
+
+def is_url(path: str) -> bool:
+    return "://" in str(path) or str(path).startswith("pipe:")
+
+
+def join(root: str, rel: str) -> str:
+    """Join a dataset root (local folder or URL prefix) and a relative shard path."""
+    return f"{str(root).rstrip('/')}/{rel}" if is_url(root) else str(Path(root) / rel)
+
+
+def open_stream(url: str) -> Any:
+    """Open a local path or any URL WebDataset understands (``http(s)://``, ``pipe:``, ``gs://`` ...) for reading."""
+    if not is_url(url):
+        return open(url, "rb")
+    from webdataset.gopen import gopen
+
+    return gopen(url, "rb")
+
+
+# ----------------------------------------------------------------------------------------------------- writing
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o644, "hma", "hma"
+    tar.addfile(ti, io.BytesIO(data))
+
+
+class DatasetWriter:
+    """Write validated episodes (or token episodes) into per-embodiment, per-split WebDataset shards.
+
+    Args:
+        out_dir: dataset folder (created).
+        embodiments: the embodiments this dataset holds; any other name is refused.
+        image_size: ``(H, W)`` every episode's frames must have.
+        encoding: ``"npy"`` (raw uint8, fastest to read) or ``"mp4"`` (H.264 via PyAV, ~20x smaller).
+        episodes_per_shard: episodes per ``.tar`` before a new shard starts.
+        kind: ``"episodes"`` (frames) or ``"tokens"`` (pre-tokenised; ``token_info`` describes them).
+        token_info: for token shards: ``{"kind": "vq"|"kl", "shape": per-frame shape, "dtype": ..., "tokenizer":
+            name, "spec": TokenizerSpec dict}``.
+        shard_prefix: prefix of shard file names (parallel builders use one per task so names never collide).
+
+    Use as a context manager or call :meth:`close`, which writes ``manifest.json``. Parallel builders call
+    :meth:`finish` in each worker instead and merge the partial manifests with :func:`write_manifest`.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        embodiments: Sequence[EmbodimentInfo],
+        image_size: tuple[int, int] = (64, 64),
+        encoding: Literal["npy", "mp4"] = "npy",
+        episodes_per_shard: int = 64,
+        kind: Literal["episodes", "tokens"] = "episodes",
+        token_info: dict[str, Any] | None = None,
+        shard_prefix: str = "",
+    ) -> None:
+        if encoding not in ("npy", "mp4"):
+            raise ValueError(f"encoding must be 'npy' or 'mp4', got {encoding!r}")
+        if kind == "tokens" and not token_info:
+            raise ValueError("token shards need token_info (kind, shape, dtype, tokenizer)")
+        self.out_dir = Path(out_dir)
+        self.embodiments = {e.name: e for e in embodiments}
+        self.image_size = tuple(int(s) for s in image_size)
+        self.encoding, self.kind, self.token_info = encoding, kind, token_info
+        self.episodes_per_shard, self.shard_prefix = int(episodes_per_shard), shard_prefix
+        self._open: dict[tuple[str, str], tuple[tarfile.TarFile, Path, dict[str, Any]]] = {}
+        self._counters: dict[tuple[str, str], int] = {}
+        self._shards: list[dict[str, Any]] = []
+        self._stats = {n: {"train": ActionStats(e.action_dim), "all": ActionStats(e.action_dim)}
+                       for n, e in self.embodiments.items()}
+        self._ids: set[str] = set()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._close_shards()
+
+    def _shard_for(self, split: str, embodiment: str) -> tuple[tarfile.TarFile, dict[str, Any]]:
+        key = (split, embodiment)
+        if key in self._open and len(self._open[key][2]["episodes"]) >= self.episodes_per_shard:
+            self._finish_shard(key)
+        if key not in self._open:
+            n = self._counters.get(key, 0)
+            self._counters[key] = n + 1
+            rel = f"{split}/{self.shard_prefix}{embodiment}-{n:05d}.tar"
+            path = self.out_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tar.tmp")
+            record = {"path": rel, "split": split, "embodiment": embodiment, "episodes": []}
+            self._open[key] = (tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT), path, record)  # noqa: SIM115
+        return self._open[key][0], self._open[key][2]
+
+    def _finish_shard(self, key: tuple[str, str]) -> None:
+        tar, path, record = self._open.pop(key)
+        tar.close()
+        os.replace(path.with_suffix(".tar.tmp"), path)
+        self._shards.append(record)
+
+    def _close_shards(self) -> None:
+        for key in list(self._open):
+            self._finish_shard(key)
+
+    def add(self, ep: Episode, split: str = "train") -> dict[str, Any]:
+        """Validate and write one episode to ``split`` (``"train"`` or ``"val"``); returns its JSON record."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        token_shape = tuple(self.token_info["shape"]) if self.kind == "tokens" else None
+        validate_episode(ep, self.embodiments, self.image_size if self.kind == "episodes" else None, token_shape)
+        if (self.kind == "tokens") != (ep.tokens is not None):
+            field_name = "tokens" if self.kind == "tokens" else "frames"
+            raise EpisodeError(ep.episode_id, field_name, f"a {self.kind} dataset needs {field_name}")
+        if ep.episode_id in self._ids:
+            raise EpisodeError(ep.episode_id, "episode_id", "is already in this dataset; episode ids must be unique")
+        self._ids.add(ep.episode_id)
+        info = self.embodiments[ep.embodiment]
+        members: dict[str, bytes] = {}
+        if ep.frames is not None:
+            if self.encoding == "mp4":
+                members["frames.mp4"] = mp4_bytes(ep.frames, fps=info.frame_hz)
+            else:
+                members["frames.npy"] = npy_bytes(ep.frames)
+        else:
+            members["tokens.npy"] = npy_bytes(ep.tokens.astype(self.token_info["dtype"]))
+        members["actions.npy"] = npy_bytes(ep.actions.astype(np.float32))
+        if ep.proprio is not None:
+            members["proprio.npy"] = npy_bytes(ep.proprio.astype(np.float32))
+        if ep.reward is not None:
+            members["reward.npy"] = npy_bytes(ep.reward.astype(np.float32))
+        if ep.success is not None:
+            members["success.npy"] = npy_bytes(ep.success.astype(bool))
+        record = {
+            "format_version": FORMAT_VERSION, "episode_id": ep.episode_id, "embodiment": ep.embodiment,
+            "action_dim": info.action_dim, "action_names": list(info.action_names), "control_hz": info.control_hz,
+            "frame_hz": info.frame_hz, "stride": info.stride, "camera": info.camera, "source": info.source,
+            "image_size": list(self.image_size), "num_frames": ep.num_frames, "num_actions": int(ep.actions.shape[0]),
+            "split": split, "members": {k: zlib.crc32(v) for k, v in members.items()}, "meta": ep.meta,
+        }
+        tar, shard = self._shard_for(split, ep.embodiment)
+        for name, data in members.items():
+            _add_member(tar, f"{ep.episode_id}.{name}", data)
+        _add_member(tar, f"{ep.episode_id}.json", json.dumps(record).encode())
+        shard["episodes"].append([ep.episode_id, ep.num_frames, int(ep.actions.shape[0])])
+        self._stats[ep.embodiment]["all"].update(ep.actions)
+        if split == "train":
+            self._stats[ep.embodiment]["train"].update(ep.actions)
+        return record
+
+    def finish(self) -> dict[str, Any]:
+        """Close open shards and return this writer's partial manifest (for :func:`write_manifest`)."""
+        self._close_shards()
+        return {
+            "kind": self.kind, "image_size": list(self.image_size), "encoding": self.encoding,
+            "token_info": self.token_info, "embodiments": {n: e.to_dict() for n, e in self.embodiments.items()},
+            "stats": {n: {k: s.to_dict() for k, s in d.items()} for n, d in self._stats.items()},
+            "shards": self._shards,
+        }
+
+    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Close shards and write ``manifest.json``; returns the manifest."""
+        return write_manifest(self.out_dir, [self.finish()], extra=extra)
+
+
+def write_manifest(out_dir: str | os.PathLike, partials: Sequence[dict[str, Any]],
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge partial manifests (from :meth:`DatasetWriter.finish`) into ``out_dir/manifest.json``.
+
+    Per embodiment it records the stored stride, control/frame frequencies, counts of episodes, frames and
+    actions per split, and action mean/std/min/max over the train split (all episodes if train is empty).
+    """
+    if not partials:
+        raise ValueError("write_manifest needs at least one partial manifest")
+    first = partials[0]
+    embodiments: dict[str, dict[str, Any]] = {}
+    stats: dict[str, dict[str, ActionStats]] = {}
+    shards: list[dict[str, Any]] = []
+    for p in partials:
+        for key in ("kind", "image_size", "encoding"):
+            if p[key] != first[key]:
+                raise ValueError(f"cannot merge partial manifests with different {key}: {p[key]} vs {first[key]}")
+        for name, e in p["embodiments"].items():
+            if name in embodiments and embodiments[name] != e:
+                raise ValueError(f"embodiment {name!r} is declared differently by two writers: {embodiments[name]} "
+                                 f"vs {e}")
+            embodiments[name] = e
+            acc = stats.setdefault(name, {"train": ActionStats(e["action_dim"]), "all": ActionStats(e["action_dim"])})
+            for k in ("train", "all"):
+                acc[k].merge(ActionStats.from_dict(e["action_dim"], p["stats"][name][k]))
+        shards.extend(p["shards"])
+    shards.sort(key=lambda s: s["path"])
+    emb_out = {}
+    for name, e in sorted(embodiments.items()):
+        info = EmbodimentInfo.from_dict(e)
+        mine = [s for s in shards if s["embodiment"] == name]
+        counts = {sp: {"episodes": sum(len(s["episodes"]) for s in mine if s["split"] == sp),
+                       "frames": sum(x[1] for s in mine if s["split"] == sp for x in s["episodes"]),
+                       "actions": sum(x[2] for s in mine if s["split"] == sp for x in s["episodes"])}
+                  for sp in ("train", "val")}
+        acc = stats[name]["train"] if stats[name]["train"].count else stats[name]["all"]
+        st = acc.to_dict()
+        emb_out[name] = {**info.to_dict(), "stride": info.stride, "counts": counts,
+                         "action_stats": {k: st[k] for k in ("count", "mean", "std", "min", "max", "m2")},
+                         "stats_split": "train" if stats[name]["train"].count else "all"}
+    manifest = {
+        "format_version": FORMAT_VERSION, "kind": first["kind"], "image_size": first["image_size"],
+        "encoding": first["encoding"], "token_info": first["token_info"], "embodiments": emb_out,
+        "shards": shards, **(extra or {}),
+    }
+    path = Path(out_dir) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return manifest
+
+
+def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """Read ``manifest.json`` of a dataset folder or URL prefix, with a clear error when it is missing."""
+    root = str(root)
+    url = join(root, MANIFEST)
+    try:
+        with open_stream(url) as f:
+            manifest = json.loads(f.read())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"no {MANIFEST} in {root!r}: is this a dataset folder? Build one with `hma-zoo data build` or an importer"
+        ) from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{url}: format_version {manifest.get('format_version')} is not supported "
+                         f"(this hma_zoo reads {FORMAT_VERSION})")
+    manifest["root"] = root
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------- reading
+@dataclass
+class ReadStats:
+    """Counts of what a reader skipped with ``on_error="skip"`` (first messages kept for the report)."""
+
+    episodes: int = 0
+    skipped_episodes: int = 0
+    skipped_shards: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def note(self, msg: str, shard: bool = False) -> None:
+        if shard:
+            self.skipped_shards += 1
+        else:
+            self.skipped_episodes += 1
+        if len(self.messages) < 20:
+            self.messages.append(msg)
+        log.warning("skipping damaged data (%d episodes, %d shards so far): %s",
+                    self.skipped_episodes, self.skipped_shards, msg)
+
+
+def decode_sample(key: str, members: dict[str, bytes], url: str = "?") -> Episode:
+    """Check the CRCs and shapes of one sample's members and decode them to an :class:`Episode`.
+
+    Raises :class:`ShardError` naming the shard, the episode and the member on any problem.
+    """
+    where = f"shard {url}, episode {key!r}"
+    if "json" not in members:
+        raise ShardError(f"{where}: the .json record is missing")
+    try:
+        rec = json.loads(members["json"])
+    except ValueError as exc:
+        raise ShardError(f"{where}: the .json record is not valid JSON ({exc})") from exc
+    for name, crc in rec.get("members", {}).items():
+        if name not in members:
+            raise ShardError(f"{where}: member {name!r} is missing")
+        if zlib.crc32(members[name]) != crc:
+            raise ShardError(f"{where}: member {name!r} fails its CRC32 check (damaged)")
+    arrays: dict[str, Any] = {}
+    try:
+        for name in rec["members"]:
+            base, ext = name.rsplit(".", 1)
+            if ext == "mp4":
+                arrays[base] = mp4_load(members[name])
+            elif ext == "npy":
+                arrays[base] = npy_load(members[name])
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a damaged member
+        raise ShardError(f"{where}: cannot decode member {name!r}: {exc}") from exc
+    visual = arrays.get("frames", arrays.get("tokens"))
+    if visual is None or "actions" not in arrays:
+        raise ShardError(f"{where}: needs frames (or tokens) and actions")
+    if visual.shape[0] != rec["num_frames"] or arrays["actions"].shape[0] != rec["num_actions"]:
+        raise ShardError(f"{where}: decoded {visual.shape[0]} frames / {arrays['actions'].shape[0]} actions but the "
+                         f"record says {rec['num_frames']} / {rec['num_actions']}")
+    return Episode(episode_id=rec["episode_id"], embodiment=rec["embodiment"], actions=arrays["actions"],
+                   frames=arrays.get("frames"), tokens=arrays.get("tokens"), proprio=arrays.get("proprio"),
+                   reward=arrays.get("reward"), success=arrays.get("success"), meta=rec)
+
+
+def _iter_members(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Group consecutive tar members by key (the part of the name before the first dot)."""
+    with open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+        key, members = None, {}
+        for ti in tar:
+            if not ti.isfile():
+                continue
+            base = os.path.basename(ti.name)
+            k, _, suffix = base.partition(".")
+            data = tar.extractfile(ti).read()
+            if k != key and key is not None:
+                yield key, members
+                members = {}
+            key = k
+            members[suffix] = data
+        if key is not None:
+            yield key, members
+
+
+def iter_episodes(
+    url: str,
+    on_error: OnError = "raise",
+    stats: ReadStats | None = None,
+    keep: set[str] | None = None,
+) -> Iterator[Episode]:
+    """Stream the episodes of one shard (local path or WebDataset URL), checked member by member.
+
+    Args:
+        url: shard path or URL.
+        on_error: ``"raise"`` -> :class:`ShardError` on the first damaged member or unreadable shard;
+            ``"skip"`` -> skip the damaged episode (or the unreadable rest of the shard), count it in ``stats``.
+        stats: counters updated in place.
+        keep: if given, only episodes whose id is in this set are decoded (others are not decoded at all).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    stats = stats if stats is not None else ReadStats()
+    try:
+        for key, members in _iter_members(url):
+            if keep is not None and key not in keep:
+                continue
+            try:
+                ep = decode_sample(key, members, url)
+            except ShardError as exc:
+                if on_error == "raise":
+                    raise ShardError(f"{exc}. Pass on_error='skip' to skip and count damaged episodes") from None
+                stats.note(str(exc))
+                continue
+            stats.episodes += 1
+            yield ep
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        msg = f"shard {url} cannot be read ({type(exc).__name__}: {exc})"
+        if on_error == "raise":
+            raise ShardError(msg + ". Pass on_error='skip' to skip and count damaged shards") from exc
+        stats.note(msg, shard=True)
