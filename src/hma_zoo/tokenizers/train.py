@@ -1,0 +1,258 @@
+"""Plain-python tokenizer training and evaluation (no LightningCLI needed): used by the quickstart and reports.
+
+::
+
+    from hma_zoo.tokenizers.train import train_tokenizer
+    tok = train_tokenizer("tok-vq-f8-1k", "data/sim-mix-mini", steps=2000, out_dir="outputs/tokenizers/tok-vq-f8-1k")
+
+Frames come from :func:`load_frames`: a folder of ``*.npz`` arrays (``train`` / ``val`` keys, uint8
+``[..., H, W, 3]``, one file per embodiment) or an episode-shard dataset read through
+:class:`hma_zoo.data.HMADataModule`. The whole sample is held in memory (64x64 frames: 12 KiB each).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hma_zoo import hub
+from hma_zoo.tokenizers import KLTokenizer, Tokenizer, VQTokenizer, create_tokenizer
+from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+
+def _to_images(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` -> float ``[N, 3, H, W]`` in [-1, 1]."""
+    return frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _frames_from_datamodule(data_dir: str, split: str, max_frames: int | None) -> dict[str, torch.Tensor]:
+    from hma_zoo.data import HMADataModule  # lazy: the data package is optional for this module
+
+    dm = HMADataModule(data_dir)  # type: ignore[call-arg]
+    dm.setup("fit" if split == "train" else "validate")
+    loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+    out: dict[str, list[torch.Tensor]] = {}
+    seen = 0
+    for batch in loader:
+        frames = batch["frames"]
+        for b, emb in enumerate(batch["embodiment"]):
+            out.setdefault(emb, []).append(frames[b])
+            seen += frames.shape[1]
+        if max_frames is not None and seen >= max_frames:
+            break
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def load_frames(
+    data_dir: str | os.PathLike, split: str = "train", max_frames: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Frames per embodiment, uint8 ``[N, H, W, 3]``, from ``data_dir``.
+
+    Args:
+        data_dir: a folder of ``<embodiment>.npz`` files (arrays keyed by split) or an episode-shard dataset.
+        split: ``"train"`` or ``"val"``.
+        max_frames: cap on frames per embodiment (evenly strided over the split), ``None`` for all.
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist; build it with `hma-zoo data build` first")
+    npz = sorted(root.glob("*.npz"))
+    if npz:
+        out = {}
+        for path in npz:
+            with np.load(path) as arrays:
+                if split not in arrays:
+                    raise KeyError(f"{path} has no {split!r} array (has {list(arrays)})")
+                arr = arrays[split]
+            out[path.stem] = torch.from_numpy(arr.reshape(-1, *arr.shape[-3:]))
+    else:
+        out = _frames_from_datamodule(str(root), split, None)
+    if max_frames is not None:
+        out = {k: v[:: max(1, math.ceil(v.shape[0] / max_frames))][:max_frames] for k, v in out.items()}
+    return out
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    tokenizer: Tokenizer, frames: Mapping[str, torch.Tensor], batch_size: int = 128
+) -> dict[str, dict[str, float]]:
+    """Reconstruction PSNR / SSIM (mean over frames) per embodiment and overall, plus codebook usage (vq).
+
+    Args:
+        tokenizer: any zoo tokenizer.
+        frames: embodiment -> uint8 ``[N, H, W, 3]``.
+
+    Returns:
+        ``{embodiment: {"psnr", "ssim", "frames"[, "usage", "perplexity"]}, "all": {...}}``.
+    """
+    was_training = tokenizer.training
+    tokenizer.eval()
+    results: dict[str, dict[str, float]] = {}
+    vocab = tokenizer.spec.vocab_size if tokenizer.spec.kind == "vq" else 0
+    all_counts = torch.zeros(vocab, dtype=torch.long)
+    all_p, all_s = [], []
+    for emb, f in frames.items():
+        counts = torch.zeros(vocab, dtype=torch.long)
+        ps, ss = [], []
+        for i in range(0, f.shape[0], batch_size):
+            chunk = f[i : i + batch_size].unsqueeze(1)
+            tokens = tokenizer.encode(chunk)
+            recon = tokenizer.decode(tokens)
+            x, y = _to_images(chunk), _to_images(recon.cpu())
+            ps.append(psnr(y, x))
+            ss.append(ssim(y, x))
+            if vocab:
+                counts += torch.bincount(tokens.flatten().cpu(), minlength=vocab)
+        p, s = torch.cat(ps), torch.cat(ss)
+        all_p.append(p)
+        all_s.append(s)
+        results[emb] = {"psnr": float(p.mean()), "ssim": float(s.mean()), "frames": float(p.numel())}
+        if vocab:
+            results[emb].update(codebook_usage(counts))
+            all_counts += counts
+    p, s = torch.cat(all_p), torch.cat(all_s)
+    results["all"] = {"psnr": float(p.mean()), "ssim": float(s.mean()), "frames": float(p.numel())}
+    if vocab:
+        results["all"].update(codebook_usage(all_counts))
+    tokenizer.train(was_training)
+    return results
+
+
+def train_tokenizer(
+    name: str,
+    data_dir: str | os.PathLike | None,
+    steps: int,
+    *,
+    frames: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    warmup_steps: int = 100,
+    weight_decay: float = 0.0,
+    loss: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    val_frames: int | None = 256,
+    time_limit_s: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tokenizer:
+    """Train tokenizer ``name`` on frames of ``data_dir`` and return it (saved to ``out_dir`` if given).
+
+    Args:
+        name: registry name, e.g. ``"tok-vq-f8-1k"`` or ``"tok-kl-f8-c4"``.
+        data_dir: dataset folder (see :func:`load_frames`); ignored when ``frames`` is given.
+        steps: optimiser steps (cosine decay to 10% after ``warmup_steps`` of linear warm-up).
+        frames: embodiment -> uint8 ``[N, H, W, 3]`` training frames, instead of ``data_dir``.
+        batch_size: images per step (drawn uniformly from all frames).
+        lr, weight_decay: AdamW settings.
+        loss: keyword arguments of :class:`~hma_zoo.tokenizers.losses.TokenizerLoss` (weights, adversarial).
+        overrides: constructor overrides of the tokenizer (e.g. ``{"vocab_size": 2**14}``).
+        out_dir: if given, the trained tokenizer is written there with :func:`hma_zoo.hub.save_pretrained`,
+            with validation metrics in ``meta`` (``data_dir``'s ``val`` split, ``val_frames`` per embodiment).
+        time_limit_s: stop early after this many seconds (the schedule still assumes ``steps``).
+        seed: seed of initialisation and batch sampling.
+        progress: show a progress bar.
+
+    Returns:
+        The trained tokenizer (eval mode); ``tokenizer.train_metrics`` holds the final losses, and
+        ``tokenizer.val_metrics`` the validation figures when ``out_dir`` was given.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if frames is None:
+        if data_dir is None:
+            raise ValueError("train_tokenizer needs data_dir or frames")
+        frames = load_frames(data_dir, "train")
+    pool = torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames.values()])
+    if pool.dtype != torch.uint8 or pool.shape[-1] != 3:
+        raise ValueError(f"training frames must be uint8 [..., H, W, 3], got {pool.dtype} {tuple(pool.shape)}")
+    tok = create_tokenizer(name, image_size=tuple(pool.shape[1:3]), **(overrides or {}))
+    crit = TokenizerLoss(**(loss or {}))
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    d_opt = (
+        torch.optim.AdamW(crit.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        if crit.discriminator is not None
+        else None
+    )
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+    tok.train()
+    start = time.monotonic()
+    running: dict[str, float] = {}
+    bar = tqdm(range(steps), desc=f"train {name}", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        idx = torch.randint(0, pool.shape[0], (batch_size,), generator=gen)
+        images = _to_images(pool[idx])
+        out = tok(images)
+        g_loss, parts = crit.generator_loss(images, out, step)
+        opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
+        opt.step()
+        if d_opt is not None and crit.adversarial_active(step):
+            d_loss = crit.discriminator_loss(images, out.recon)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            parts["d"] = d_loss.detach()
+        parts["psnr"] = psnr(out.recon.detach(), images).mean()
+        for k, v in parts.items():
+            running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
+        if step % 10 == 0:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in running.items() if k in ("l1", "l2", "aux", "psnr")})
+        if step % 200 == 0:
+            log.info("step %d: %s", step, {k: round(v, 5) for k, v in running.items()})
+        if time_limit_s is not None and time.monotonic() - start > time_limit_s:
+            log.info("time limit %.0f s reached after %d steps", time_limit_s, step + 1)
+            break
+    bar.close()
+    tok.eval()
+    tok.train_metrics = dict(running, steps=step + 1, seconds=time.monotonic() - start)  # type: ignore[attr-defined]
+    if isinstance(tok, KLTokenizer):
+        sample = pool[torch.randperm(pool.shape[0], generator=gen)[:2048]]
+        tok.fit_scale(sample)
+    if out_dir is not None:
+        meta: dict[str, Any] = {"variant": name, "train": tok.train_metrics, "data_dir": str(data_dir)}
+        if data_dir is not None and val_frames != 0:
+            try:
+                val = load_frames(data_dir, "val", max_frames=val_frames)
+                tok.val_metrics = evaluate_tokenizer(tok, val)  # type: ignore[attr-defined]
+                meta["val"] = tok.val_metrics
+            except (KeyError, FileNotFoundError) as err:
+                log.warning("no validation split evaluated: %s", err)
+        hub.save_pretrained(tok, out_dir, meta=meta, card=_card(tok, meta))
+        log.info("saved %s to %s", name, out_dir)
+    return tok
+
+
+def _card(tok: Tokenizer, meta: dict[str, Any]) -> str:
+    """A short model card rendered from the spec and the measured figures."""
+    lines = [f"# {meta['variant']}", "", f"Spec: `{tok.spec}`", "", f"Trained on `{meta['data_dir']}`: "
+             f"{meta['train'].get('steps')} steps in {meta['train'].get('seconds', 0):.0f} s (CPU)."]
+    if isinstance(tok, VQTokenizer):
+        lines.append(f"Quantiser: {tok.arch_config()['quantizer']} levels {tok.arch_config()['levels']}.")
+    val = meta.get("val")
+    if val:
+        lines += ["", "| embodiment | PSNR (dB) | SSIM | usage |", "|---|---|---|---|"]
+        for emb, m in val.items():
+            usage = f"{m['usage']:.3f}" if "usage" in m else "-"
+            lines.append(f"| {emb} | {m['psnr']:.2f} | {m['ssim']:.4f} | {usage} |")
+    return "\n".join(lines) + "\n"
