@@ -1,0 +1,208 @@
+"""``hma-zoo data ...``: build, import, tokenize, validate and inspect datasets.
+
+Examples::
+
+    hma-zoo data build --mixture sim-mix-mini --out data/sim-mix-mini --workers 2
+    hma-zoo data build --gym-env CartPole-v1 --episodes 20 --steps 100 --out data/cartpole --policy mod:Policy
+    hma-zoo data validate data/sim-mix-mini [--skip-damaged]
+    hma-zoo data stats data/sim-mix-mini
+    hma-zoo data tokenize --data data/sim-mix-mini --tokenizer NAME_OR_PATH --out data/sim-mix-mini-tok
+    hma-zoo data import-files --src episodes/ --out data/mine --embodiment arm --control-hz 10 [--keys ...]
+    hma-zoo data import-lerobot --src path/to/lerobot_dataset --out data/lr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hma-zoo data", description="Build, import, tokenize and inspect datasets.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="generate a dataset from simulators")
+    b.add_argument("--mixture", help="named mixture: sim-mix, sim-mix-mini, sim-mix-test")
+    b.add_argument("--gym-env", help="instead of a mixture: any gymnasium id that renders rgb_array")
+    b.add_argument("--policy", help="'module:PolicyClass' for --gym-env (default: smoothed random actions)")
+    b.add_argument("--name", help="embodiment name for --gym-env (default: derived from the id)")
+    b.add_argument("--steps", type=int, default=100, help="control steps per episode (--gym-env)")
+    b.add_argument("--stride", type=int, default=1, help="control steps per frame (--gym-env)")
+    b.add_argument("--out", required=True, help="output dataset folder")
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--episodes", type=int, help="episodes per embodiment (overrides the mixture's)")
+    b.add_argument("--image-size", type=int, default=64)
+    b.add_argument("--encoding", choices=["npy", "mp4"], default="npy")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--val-fraction", type=float, default=0.1)
+    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--list", action="store_true", help="list the named mixtures and exit")
+
+    v = sub.add_parser("validate", help="read every episode of a dataset and check it against the manifest")
+    v.add_argument("data")
+    v.add_argument("--skip-damaged", action="store_true", help="count damaged episodes instead of failing")
+
+    s = sub.add_parser("stats", help="print the manifest's per-embodiment table")
+    s.add_argument("data")
+    s.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("tokenize", help="write pre-tokenised token shards with a tokenizer")
+    t.add_argument("--data", required=True)
+    t.add_argument("--tokenizer", required=True, help="registered tokenizer name or saved directory / hub id")
+    t.add_argument("--out", required=True)
+    t.add_argument("--batch-frames", type=int, default=256)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--overwrite", action="store_true")
+
+    f = sub.add_parser("import-files", help="import a folder of per-episode .npz/.npy/.hdf5 files")
+    f.add_argument("--src", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--embodiment", required=True)
+    f.add_argument("--control-hz", type=float, required=True)
+    f.add_argument("--stride", type=int, default=1, help="control steps per stored frame in the source files")
+    f.add_argument("--frames-key", default="frames")
+    f.add_argument("--actions-key", default="actions")
+    f.add_argument("--proprio-key", default=None)
+    f.add_argument("--reward-key", default=None)
+    f.add_argument("--image-size", type=int, default=64)
+    f.add_argument("--robomimic", action="store_true", help="one HDF5 with data/demo_*/ groups (robomimic)")
+    f.add_argument("--val-fraction", type=float, default=0.1)
+    f.add_argument("--overwrite", action="store_true")
+
+    r = sub.add_parser("import-lerobot", help="import a LeRobot dataset on disk (v2 / v3: parquet + mp4)")
+    r.add_argument("--src", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--embodiment", default=None)
+    r.add_argument("--camera", default=None, help="video key, e.g. observation.images.top (default: first)")
+    r.add_argument("--stride", type=int, default=1, help="keep every N-th frame (actions are kept at full rate)")
+    r.add_argument("--image-size", type=int, default=64)
+    r.add_argument("--val-fraction", type=float, default=0.1)
+    r.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _stats_table(manifest: dict) -> str:
+    head = f"{'embodiment':<20} {'A':>2} {'stride':>6} {'ctrl Hz':>8} {'frame Hz':>8} {'train ep':>8} " \
+           f"{'val ep':>6} {'frames':>8}  action mean / std (first 3 dims)"
+    lines = [head, "-" * len(head)]
+    for name, e in manifest["embodiments"].items():
+        c = e["counts"]
+        st = e["action_stats"]
+        ms = " ".join(f"{m:+.2f}/{s:.2f}" for m, s in zip(st["mean"][:3], st["std"][:3]))
+        lines.append(f"{name:<20} {e['action_dim']:>2} {e['stride']:>6} {e['control_hz']:>8.1f} {e['frame_hz']:>8.1f} "
+                     f"{c['train']['episodes']:>8} {c['val']['episodes']:>6} "
+                     f"{c['train']['frames'] + c['val']['frames']:>8}  {ms}")
+    build = manifest.get("build", {})
+    if build:
+        lines.append(f"built in {build.get('seconds')} s with {build.get('workers')} workers, "
+                     f"{build.get('bytes', 0) / 1e6:.1f} MB")
+    return "\n".join(lines)
+
+
+def validate_dataset(data: str, skip_damaged: bool = False) -> dict:
+    """Read every episode of ``data`` and compare it with the manifest; returns counts (raises on mismatch)."""
+    from rich.progress import Progress
+
+    from hma_zoo.data.shards import ReadStats, ShardError, iter_episodes, join, load_manifest
+
+    manifest = load_manifest(data)
+    stats = ReadStats()
+    mismatches = []
+    with Progress() as bar:
+        task = bar.add_task("validating", total=len(manifest["shards"]))
+        for shard in manifest["shards"]:
+            want = [e[0] for e in shard["episodes"]]
+            got = [ep.episode_id for ep in iter_episodes(join(data, shard["path"]),
+                                                         on_error="skip" if skip_damaged else "raise", stats=stats)]
+            if not skip_damaged and got != want:
+                mismatches.append(f"{shard['path']}: manifest lists {len(want)} episodes, shard has {len(got)}")
+            bar.advance(task)
+    if mismatches:
+        raise ShardError("dataset does not match its manifest: " + "; ".join(mismatches))
+    return {"episodes": stats.episodes, "skipped_episodes": stats.skipped_episodes,
+            "skipped_shards": stats.skipped_shards, "messages": stats.messages}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hma-zoo data``; returns a process exit code."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "build":
+        from hma_zoo.data.build import build_dataset, list_mixtures, mixture_specs
+        from hma_zoo.data.sources.base import SourceSpec
+
+        if args.list:
+            for k, d in list_mixtures().items():
+                print(f"{k:<14} {d}")
+            return 0
+        if bool(args.mixture) == bool(args.gym_env):
+            print("give exactly one of --mixture NAME or --gym-env ID", file=sys.stderr)
+            return 2
+        if args.mixture:
+            specs, name = mixture_specs(args.mixture, args.episodes), args.mixture
+        else:
+            emb = args.name or "gym_" + "".join(c if c.isalnum() else "_" for c in args.gym_env).lower()
+            specs = [SourceSpec("gym", emb, args.episodes or 20, args.steps, args.stride,
+                                {"env_id": args.gym_env, "policy": args.policy})]
+            name = emb
+        manifest = build_dataset(specs, args.out, workers=args.workers, image_size=(args.image_size,) * 2,
+                                 encoding=args.encoding, seed=args.seed, val_fraction=args.val_fraction,
+                                 overwrite=args.overwrite, name=name)
+        print(_stats_table(manifest))
+        return 0
+    if args.cmd == "validate":
+        from hma_zoo.data.shards import ShardError
+
+        try:
+            result = validate_dataset(args.data, args.skip_damaged)
+        except ShardError as exc:
+            print(f"INVALID: {exc}", file=sys.stderr)
+            return 1
+        print(f"OK: {result['episodes']} episodes read, {result['skipped_episodes']} damaged episodes and "
+              f"{result['skipped_shards']} damaged shards skipped")
+        for m in result["messages"]:
+            print(f"  {m}")
+        return 0 if result["skipped_episodes"] + result["skipped_shards"] == 0 else 1
+    if args.cmd == "stats":
+        from hma_zoo.data.shards import load_manifest
+
+        manifest = load_manifest(args.data)
+        if args.json:
+            print(json.dumps({k: v for k, v in manifest.items() if k != "shards"}, indent=1))
+        else:
+            print(_stats_table(manifest))
+        return 0
+    if args.cmd == "tokenize":
+        from hma_zoo.data.tokenize import tokenize_dataset
+
+        manifest = tokenize_dataset(args.data, args.tokenizer, args.out, batch_frames=args.batch_frames,
+                                    device=args.device, overwrite=args.overwrite)
+        print(_stats_table(manifest))
+        return 0
+    if args.cmd == "import-files":
+        from hma_zoo.data.sources.files import import_folder
+
+        manifest = import_folder(args.src, args.out, embodiment=args.embodiment, control_hz=args.control_hz,
+                                 stride=args.stride, frames_key=args.frames_key, actions_key=args.actions_key,
+                                 proprio_key=args.proprio_key, reward_key=args.reward_key,
+                                 image_size=(args.image_size,) * 2, robomimic=args.robomimic,
+                                 val_fraction=args.val_fraction, overwrite=args.overwrite)
+        print(_stats_table(manifest))
+        return 0
+    if args.cmd == "import-lerobot":
+        from hma_zoo.data.sources.lerobot import import_lerobot
+
+        manifest = import_lerobot(args.src, args.out, embodiment=args.embodiment, camera=args.camera,
+                                  stride=args.stride, image_size=(args.image_size,) * 2,
+                                  val_fraction=args.val_fraction, overwrite=args.overwrite)
+        print(_stats_table(manifest))
+        return 0
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
