@@ -1,0 +1,113 @@
+import collections
+
+import numpy as np
+import pytest
+from helpers import ARM, CART, make_episode
+
+from hma_zoo.data.datamodule import HMADataModule
+from hma_zoo.data.shards import DatasetWriter
+
+ARM_FRAMES = [9, 11, 6, 13, 8, 10, 12]
+CART_FRAMES = [7, 5, 9]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mix")
+    with DatasetWriter(root, [ARM, CART], image_size=(8, 8), episodes_per_shard=2) as w:
+        for i, n in enumerate(ARM_FRAMES):
+            w.add(make_episode(f"arm{i}", ARM, n, seed=i))  # 4 shards of arm -> shard-level split
+        w.add(make_episode("armval", ARM, 9), split="val")
+    with DatasetWriter(root / "b", [CART], image_size=(8, 8), episodes_per_shard=10) as w:
+        for i, n in enumerate(CART_FRAMES):
+            w.add(make_episode(f"cart{i}", CART, n, seed=10 + i, extra_chunk=True))  # 1 shard -> episode split
+    return root
+
+
+def _expected(window):
+    out = set()
+    for i, n in enumerate(ARM_FRAMES):
+        out |= {(f"arm{i}", s) for s in range(0, n - window + 1, window)}
+    for i, n in enumerate(CART_FRAMES):
+        out |= {(f"cart{i}", s) for s in range(0, n - window + 1, window)}
+    return out
+
+
+def test_properties_before_setup(dataset):
+    dm = HMADataModule([str(dataset), str(dataset / "b")], window=3, frame_skip={"arm": 2})
+    specs = {e.name: e for e in dm.embodiments}
+    assert specs["arm"].stride == 4 and specs["cart"].stride == 1
+    assert dm.max_chunk_dim == 8 and dm.image_size == (8, 8) and dm.window == 3
+    arm_actions = np.concatenate([make_episode(f"arm{i}", ARM, n, seed=i).actions for i, n in enumerate(ARM_FRAMES)])
+    np.testing.assert_allclose(specs["arm"].action_mean, arm_actions.mean(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_disjoint_coverage_two_ranks_two_workers(dataset, pad):
+    window = 3
+    dm = HMADataModule([str(dataset), str(dataset / "b")], window=window, train_mode="finite")
+    ds = dm.make_dataset("train", mode="finite")
+    ds.pad = pad
+    per_consumer = []
+    for rank in range(2):
+        for worker in range(2):
+            per_consumer.append([(s["episode_id"], s["start"]) for s in ds.iter_consumer(rank * 2 + worker, 4)])
+    all_items = [x for c in per_consumer for x in c]
+    assert set(all_items) == _expected(window)
+    if not pad:
+        assert len(all_items) == len(set(all_items))  # every window exactly once
+        for a in range(4):
+            for b in range(a + 1, 4):
+                assert not {e for e, _ in per_consumer[a]} & {e for e, _ in per_consumer[b]}  # disjoint episodes
+    else:
+        assert len({len(c) for c in per_consumer}) == 1  # equal batches on every rank
+
+
+def test_dataloader_workers_and_ranks_cover_once(dataset):
+    seen = []
+    for rank in range(2):
+        dm = HMADataModule([str(dataset), str(dataset / "b")], window=3, batch_size=2, num_workers=2,
+                           train_mode="finite", rank=rank, world_size=2)
+        ds = dm.make_dataset("train")
+        ds.pad = False
+        for batch in dm._loader(ds):
+            seen += list(zip(batch["episode_id"], batch["start"].tolist()))
+    assert collections.Counter(seen) == collections.Counter(_expected(3))
+
+
+def test_batches_match_source_frames_and_actions(dataset):
+    dm = HMADataModule([str(dataset), str(dataset / "b")], window=3, batch_size=4, num_workers=0,
+                       frame_skip={"arm": 2}, epoch_windows=40)
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["embodiment"]) for b in batches) == 40
+    for b in batches:
+        assert b["frames"].dtype.is_floating_point is False and b["actions"].shape[-1] == 8
+        for i, emb in enumerate(b["embodiment"]):
+            k, s0, a = (2, 2, 2) if emb == "arm" else (1, 1, 1)
+            start = int(b["start"][i])
+            frame_idx = start + k * np.arange(3)
+            np.testing.assert_array_equal(b["frames"][i, :, 1, 1, 0].numpy(), frame_idx)
+            valid = b["action_valid"][i].numpy()
+            first_step = frame_idx * s0
+            np.testing.assert_array_equal(b["actions"][i, valid, 0].numpy(), first_step[valid])  # row t starts at t*s
+            assert not b["actions"][i, :, k * s0 * a:].any()  # zero padding beyond the chunk
+
+
+def test_explicit_weights_and_mixing(dataset):
+    dm = HMADataModule([str(dataset), str(dataset / "b")], window=2, batch_size=8, num_workers=0,
+                       epoch_windows=64, weights={"cart": 1.0})
+    names = {n for b in dm.train_dataloader() for n in b["embodiment"]}
+    assert names == {"cart"}
+    dm2 = HMADataModule([str(dataset), str(dataset / "b")], window=2, batch_size=16, num_workers=0, epoch_windows=64)
+    names2 = collections.Counter(n for b in dm2.train_dataloader() for n in b["embodiment"])
+    assert set(names2) == {"arm", "cart"}
+
+
+def test_val_split_and_errors(dataset):
+    dm = HMADataModule(str(dataset), window=3, num_workers=0)
+    ids = {e for b in dm.val_dataloader() for e in b["episode_id"]}
+    assert ids == {"armval"}
+    with pytest.raises(KeyError, match="unknown embodiments"):
+        HMADataModule(str(dataset), embodiments=["ghost"])
+    with pytest.raises(ValueError, match="no windows"):
+        HMADataModule(str(dataset), window=50).make_dataset("train")
