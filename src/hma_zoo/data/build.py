@@ -51,7 +51,7 @@ MIXTURES: dict[str, dict[str, Any]] = {
     "sim-mix": {
         "description": "12 embodiments (dm_control x7, gymnasium MuJoCo x3, gym-pusht, Meta-World), action dims "
                        "1-7, control 10-125 Hz, 64x64",
-        "specs": lambda: _sim_mix(episodes=60, frames=48),
+        "specs": lambda: _sim_mix(episodes=48, frames=40),
     },
     "sim-mix-mini": {
         "description": "4 embodiments (dmc_cartpole 1-D, pusht 2-D, metaworld_sawyer 4-D, dmc_cheetah 6-D), "
