@@ -1,0 +1,139 @@
+"""HMALitModule without a Trainer: optimiser groups, schedule, a loss that falls, fine-tuning paths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hma_zoo.configs import EmbodimentSpec
+from hma_zoo.lit.world_model import HMALitModule, load_world_model, psnr_uint8, warmup_schedule, weight_decay_groups
+
+from .conftest import token_batch
+
+
+def test_weight_decay_excludes_norms_biases_embeddings(embodiments) -> None:
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments)
+    groups, names = weight_decay_groups(lit.model, 0.1)
+    params = dict(lit.model.named_parameters())
+    assert set(names["decay"]) | set(names["no_decay"]) == set(params)
+    assert not set(names["decay"]) & set(names["no_decay"])
+    modules = dict(lit.model.named_modules())
+    for name in names["decay"]:
+        owner = modules[name.rpartition(".")[0]]
+        assert isinstance(owner, nn.Linear) and name.endswith(".weight"), name
+    for name, p in params.items():
+        owner = modules.get(name.rpartition(".")[0])
+        if name.endswith("bias") or isinstance(owner, (nn.LayerNorm, nn.Embedding)) or owner is lit.model:
+            assert name in names["no_decay"], name
+    assert "pos" in names["no_decay"] and "mask_token" in names["no_decay"]
+    assert any("tables" in n for n in names["no_decay"])
+    opt = lit.configure_optimizers()["optimizer"]
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert wd[id(lit.model.pos)] == 0.0
+    assert wd[id(lit.model.trunk.blocks[0].mlp.fc1.weight)] == 0.05
+
+
+def test_warmup_then_constant_or_cosine() -> None:
+    assert warmup_schedule(0, 10, "constant", None, 0.1) == pytest.approx(0.1)
+    assert warmup_schedule(9, 10, "constant", None, 0.1) == pytest.approx(1.0)
+    assert warmup_schedule(500, 10, "constant", None, 0.1) == 1.0
+    assert warmup_schedule(10, 10, "cosine", 110, 0.1) == pytest.approx(1.0)
+    assert warmup_schedule(60, 10, "cosine", 110, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert warmup_schedule(110, 10, "cosine", 110, 0.1) == pytest.approx(0.1)
+    assert warmup_schedule(999, 10, "cosine", 110, 0.1) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="total_steps"):
+        warmup_schedule(20, 10, "cosine", None, 0.1)
+
+
+def _train(lit: HMALitModule, steps: int, batch: dict) -> list[float]:
+    opt = lit.configure_optimizers()["optimizer"]
+    losses = []
+    for _ in range(steps):
+        tokens, actions, names, valid = lit.prepare_batch(batch)
+        m = lit._masks(tokens.shape[0], tokens.shape[1], tokens.device, torch.Generator().manual_seed(0))
+        out = lit.model.compute_loss(tokens, actions, names, m.token_mask, m.action_mask, valid, m.corrupt)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    return losses
+
+
+def test_loss_falls_on_a_learnable_batch(embodiments) -> None:
+    torch.manual_seed(0)
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments, lr=3e-3, warmup_steps=0)
+    losses = _train(lit, 15, token_batch())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_prepare_batch_pads_narrow_actions_and_rejects_frames_without_tokenizer(embodiments) -> None:
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments)
+    batch = token_batch(a_max=4)
+    _, actions, names, valid = lit.prepare_batch(batch)
+    assert actions.shape[-1] == 6 and (actions[..., 4:] == 0).all()
+    assert names == ["arm", "hand", "arm", "hand"] and valid.all()
+    with pytest.raises(ValueError, match="tokenizer"):
+        lit.prepare_batch({"frames": torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), "actions": torch.zeros(1, 2, 6),
+                           "embodiment": ["arm"]})
+    with pytest.raises(ValueError, match="embodiments"):
+        HMALitModule("hma-vq-test")
+
+
+def test_window_from_data_raises_max_frames(embodiments) -> None:
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments, window=6)
+    assert lit.model.config.trunk.max_frames == 6
+
+
+def test_freeze_trunk_and_ema(embodiments) -> None:
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments, freeze_trunk=True, ema_decay=0.5, lr=1e-2,
+                       warmup_steps=0)
+    trunk_before = [p.detach().clone() for p in lit.model.trunk.parameters()]
+    stem_before = lit.model.action_stems[0].net[0].weight.detach().clone()
+    _train(lit, 2, token_batch())
+    assert all(torch.equal(a, b) for a, b in zip(trunk_before, lit.model.trunk.parameters()))
+    assert not torch.equal(stem_before, lit.model.action_stems[0].net[0].weight)
+    _, names = weight_decay_groups(lit.model, 0.1)
+    assert not any(n.startswith("trunk.") for n in names["decay"] + names["no_decay"])
+    # EMA with decay 0.5: ema <- 0.5 ema + 0.5 model
+    ema_w = lit.ema.action_stems[0].net[0].weight.detach().clone()
+    lit._update_ema()
+    expect = 0.5 * ema_w + 0.5 * lit.model.action_stems[0].net[0].weight.detach()
+    assert torch.allclose(lit.ema.action_stems[0].net[0].weight, expect)
+    assert lit.eval_model() is lit.ema
+
+
+def test_from_pretrained_adds_embodiment_and_keeps_trunk(tmp_path, embodiments) -> None:
+    base = HMALitModule("hma-vq-test", embodiments=embodiments[:1])
+    base.save_pretrained(tmp_path / "base")
+    new = EmbodimentSpec("gripper", 4, 1)
+    ft = HMALitModule("hma-vq-test", embodiments=(embodiments[0], new), from_pretrained=str(tmp_path / "base"),
+                      freeze_trunk=True)
+    assert ft.model.config.embodiment_names == ("arm", "gripper")
+    for (k, a), b in zip(base.model.trunk.state_dict().items(), ft.model.trunk.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert ft.model.config.max_chunk_dim == 4
+    batch = token_batch(names=("gripper",), a_max=4)
+    assert math.isfinite(_train(ft, 1, batch)[0])
+
+
+def test_ckpt_roundtrip_through_load_world_model(tmp_path, embodiments) -> None:
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments)
+    ckpt = {"state_dict": lit.state_dict(), "hma_config": lit.model.config.to_dict()}
+    torch.save(ckpt, tmp_path / "x.ckpt")
+    model = load_world_model(str(tmp_path / "x.ckpt"))
+    for k, v in lit.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_psnr_uint8_hand_values() -> None:
+    a = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    b = a.clone()
+    b[1] = 255
+    b[0, 0, 0, 0] = 16  # mse = 256 / 48
+    p = psnr_uint8(b, a)
+    assert p[0].item() == pytest.approx(10 * math.log10(255**2 / (256 / 48)), rel=1e-5)
+    assert p[1].item() == pytest.approx(0.0, abs=1e-5)
