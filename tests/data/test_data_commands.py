@@ -1,0 +1,47 @@
+import numpy as np
+from helpers import ARM, CART, make_episode
+
+from hma_zoo.data.commands import main
+from hma_zoo.data.shards import DatasetWriter
+
+
+def _dataset(root):
+    with DatasetWriter(root, [ARM, CART], image_size=(8, 8)) as w:
+        w.add(make_episode("a0", ARM, 5))
+        w.add(make_episode("c0", CART, 5))
+    return root
+
+
+def test_stats_and_validate(tmp_path, capsys):
+    root = _dataset(tmp_path / "d")
+    assert main(["stats", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "arm" in out and "cart" in out
+    assert main(["validate", str(root)]) == 0
+    assert "2 episodes read" in capsys.readouterr().out
+
+
+def test_validate_reports_damage(tmp_path, capsys):
+    root = _dataset(tmp_path / "d")
+    shard = next((root / "train").glob("arm-*.tar"))
+    data = bytearray(shard.read_bytes())
+    i = data.find(b"\x93NUMPY", 1024)
+    data[i + 130] ^= 0xFF  # first data bytes after the 128-byte npy header
+    shard.write_bytes(bytes(data))
+    assert main(["validate", str(root)]) == 1
+    assert "CRC32" in capsys.readouterr().err
+    assert main(["validate", str(root), "--skip-damaged"]) == 1
+    assert "1 damaged episodes" in capsys.readouterr().out
+
+
+def test_build_list(capsys):
+    assert main(["build", "--out", "unused", "--list"]) == 0
+    assert "sim-mix-mini" in capsys.readouterr().out
+
+
+def test_import_files_command(tmp_path):
+    (tmp_path / "src").mkdir()
+    np.savez(tmp_path / "src" / "e.npz", frames=np.zeros((4, 8, 8, 3), np.uint8), actions=np.ones((4, 2), np.float32))
+    assert main(["import-files", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--embodiment", "r",
+                 "--control-hz", "5", "--image-size", "8"]) == 0
+    assert (tmp_path / "o" / "manifest.json").exists()
