@@ -57,15 +57,22 @@ def render_card(payload: dict[str, Any]) -> str:
     body = [f"# {name}", ""]
     if kind == "hma":
         trunk, tokens, cond = config["trunk"], config["tokens"], config["conditioning"]
+        vq = tokens["kind"] == "vq"
+        family = "discrete ids, MaskGIT" if vq else "continuous latents, MAR diffusion head"
+        grid = f"grid {tokens['grid']}" + (
+            f", vocab {tokens['vocab_size']} as {tokens['factor_sizes']}" if vq
+            else f", {tokens['latent_channels']} channels, patch {tokens['patch_size']}"
+        )
+        size = f"d={trunk['d_model']}, {trunk['depth']} blocks, {trunk['num_heads']} heads"
         body += [
             "An HMA action-conditioned video world model (Wang et al., arXiv 2502.04296), trained with hma_zoo.",
             "",
             "| | |",
             "|---|---|",
-            f"| token family | `{tokens['kind']}` ({'discrete ids, MaskGIT' if tokens['kind'] == 'vq' else 'continuous latents, MAR diffusion head'}) |",
-            f"| trunk | d={trunk['d_model']}, {trunk['depth']} blocks, {trunk['num_heads']} heads, window {trunk['max_frames']} frames |",
+            f"| token family | `{tokens['kind']}` ({family}) |",
+            f"| trunk | {size}, window {trunk['max_frames']} frames |",
             f"| conditioning | `{cond['mode']}` |",
-            f"| tokens per frame | grid {tokens['grid']}" + (f", vocab {tokens['vocab_size']} as {tokens['factor_sizes']}" if tokens["kind"] == "vq" else f", {tokens['latent_channels']} channels, patch {tokens['patch_size']}") + " |",
+            f"| tokens per frame | {grid} |",
             f"| parameters | {meta.get('params', 'n/a')} |",
             "",
             "## Embodiments",
