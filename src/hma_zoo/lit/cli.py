@@ -10,25 +10,27 @@ data attribute         model argument
 ``embodiments``        ``embodiments`` (names, action dims, strides, action statistics)
 ``max_chunk_dim``      ``max_chunk_dim``
 ``window``             ``window``
+``token_info``         ``token_info`` (pre-tokenised data: the token grid / vocabulary and tokenizer used)
 =====================  =================================
 
 In subclass mode jsonargparse skips a link whose target the chosen model class does not take (a tokenizer
 module takes none of them), so one CLI serves both.
 The token grid and vocabulary come from the model's ``tokenizer`` (its :class:`TokenizerSpec`).
 
-Always added: a Rich progress bar (``--progress_bar.*``) and a ``ModelCheckpoint`` (``--checkpoint.*``) keeping
-``last.ckpt`` and the best ``val/loss`` (a module that logs no ``val/loss`` sets ``checkpoint.monitor``); the
-default logger is TensorBoard under ``outputs/runs``. Resume a killed run with
+Always added: a Rich progress bar (unless ``trainer.enable_progress_bar`` is false) and a
+``ModelCheckpoint`` (``--checkpoint.*``) keeping ``last.ckpt`` and the best ``val/loss`` (tokenizer modules:
+``val/psnr``); the default logger is TensorBoard under ``outputs/runs``. Resume a killed run with
 ``hma-zoo fit --config same.yaml --ckpt_path last``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ DATA_TO_MODEL_LINKS: tuple[tuple[str, str], ...] = (
     ("embodiments", "embodiments"),
     ("max_chunk_dim", "max_chunk_dim"),
     ("window", "window"),
+    ("token_info", "token_info"),
 )
 
 
@@ -58,7 +61,6 @@ class HMACLI(LightningCLI):
     """LightningCLI with hma_zoo's links and defaults (see the module docstring)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.save_last": True,
@@ -72,6 +74,35 @@ class HMACLI(LightningCLI):
         for attr, arg in DATA_TO_MODEL_LINKS:
             parser.link_arguments("data", f"model.init_args.{arg}", compute_fn=_link_compute(attr),
                                   apply_on="instantiate")
+
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add a Rich progress bar unless the recipe disables bars or brings its own."""
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        own = [c for c in (trainer_cfg.get("callbacks") or []) if isinstance(c, ProgressBar)]
+        if trainer_cfg.get("enable_progress_bar", True) is not False and not own:
+            kwargs["callbacks"] = [*(trainer_cfg.get("callbacks") or []), RichProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        """Pick the checkpoint metric from the model class when the recipe left the default ``val/loss``.
+
+        A module may declare ``checkpoint_monitor = ("metric", "min"|"max")``; tokenizer modules, which log no
+        ``val/loss``, default to the best ``val/psnr``.
+        """
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        model_cfg = cfg.get("model")
+        class_path = getattr(model_cfg, "class_path", None) if model_cfg is not None else None
+        ckpt = cfg.get("checkpoint")
+        if not class_path or ckpt is None or ckpt.get("monitor") != "val/loss":
+            return
+        module_name, _, cls_name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), cls_name, None)
+        choice = getattr(cls, "checkpoint_monitor", None)
+        if choice is None and cls_name == "TokenizerLitModule":
+            choice = ("val/psnr", "max")
+        if choice is not None:
+            ckpt["monitor"], ckpt["mode"] = choice
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,6 +94,8 @@ class HMALitModule(L.LightningModule):
         window: frames per training window (linked from the data); raises ``trunk.max_frames`` if larger.
         tokenizer: frozen tokenizer (registry name, saved folder or hub id) used to tokenise ``frames`` on the fly
             and to decode predictions for PSNR / videos; it also sets the model's token grid and vocabulary.
+        token_info: the ``token_info`` of a pre-tokenised dataset (linked from the data): sets the token grid and
+            vocabulary when no tokenizer is given, and loads the tokenizer for decoding if it names a saved one.
         masking: the paper's masking knobs (:class:`~hma_zoo.lit.masking.MaskingConfig`).
         lr, betas, eps, weight_decay: AdamW (paper: betas (0.9, 0.95)).
         warmup_steps, schedule, total_steps, min_lr_ratio: linear warm-up, then ``constant`` or ``cosine`` to
@@ -115,6 +117,7 @@ class HMALitModule(L.LightningModule):
         max_chunk_dim: int | None = None,
         window: int | None = None,
         tokenizer: str | None = None,
+        token_info: dict[str, Any] | None = None,
         masking: MaskingConfig | None = None,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -150,10 +153,14 @@ class HMALitModule(L.LightningModule):
         self.val_metric_samples = val_metric_samples
         self.sample_steps = sample_steps
         self.compile_blocks = compile
+        if tokenizer is None and token_info and token_info.get("tokenizer") and Path(token_info["tokenizer"]).is_dir():
+            tokenizer = str(token_info["tokenizer"])
         self._tokenizer_name = tokenizer
         tok = self._load_tokenizer(tokenizer) if tokenizer else None
+
         object.__setattr__(self, "_tokenizer", tok)  # not a submodule: never trained, sharded or checkpointed
-        self.model = self._build_model(variant, dict(overrides or {}), embodiments, window, from_pretrained, tok)
+        self.model = self._build_model(variant, dict(overrides or {}), embodiments, window, from_pretrained, tok,
+                                       token_info)
         if max_chunk_dim is not None and max_chunk_dim > self.model.config.max_chunk_dim:
             raise ValueError(
                 f"the data's action rows are {max_chunk_dim} wide but the model's widest embodiment chunk is "
@@ -180,7 +187,8 @@ class HMALitModule(L.LightningModule):
         return tok
 
     def _build_model(self, variant: str, overrides: dict[str, Any], embodiments: tuple[EmbodimentSpec, ...],
-                     window: int | None, from_pretrained: str | None, tok: nn.Module | None) -> nn.Module:
+                     window: int | None, from_pretrained: str | None, tok: nn.Module | None,
+                     token_info: dict[str, Any] | None = None) -> nn.Module:
         from hma_zoo.model.hma import HMA
         from hma_zoo.registry import model_config
 
@@ -206,9 +214,16 @@ class HMALitModule(L.LightningModule):
             raise ValueError(
                 "HMALitModule needs embodiments: link them from the data (recipes do this with link_arguments) "
                 "or pass model.init_args.embodiments=[{name, action_dim, stride, ...}]")
-        if tok is not None and overrides.get("tokens") is None:
-            base = model_config(variant, embodiments=overrides["embodiments"])
-            overrides["tokens"] = tok.spec.token_spec(patch_size=base.tokens.patch_size)
+        if overrides.get("tokens") is None:
+            overrides.pop("tokens", None)
+            spec = tok.spec if tok is not None else None
+            if spec is None and token_info and token_info.get("spec"):
+                from hma_zoo.tokenizers import TokenizerSpec
+
+                spec = TokenizerSpec(**token_info["spec"])
+            if spec is not None:
+                base = model_config(variant, embodiments=overrides["embodiments"])
+                overrides["tokens"] = spec.token_spec(patch_size=base.tokens.patch_size)
         if window is not None:
             trunk = dict(overrides.get("trunk") or {})
             base = model_config(variant, embodiments=overrides["embodiments"])
