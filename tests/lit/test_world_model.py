@@ -24,7 +24,7 @@ def test_weight_decay_excludes_norms_biases_embeddings(embodiments) -> None:
     for name in names["decay"]:
         owner = modules[name.rpartition(".")[0]]
         assert isinstance(owner, nn.Linear) and name.endswith(".weight"), name
-    for name, p in params.items():
+    for name in params:
         owner = modules.get(name.rpartition(".")[0])
         if name.endswith("bias") or isinstance(owner, (nn.LayerNorm, nn.Embedding)) or owner is lit.model:
             assert name in names["no_decay"], name
