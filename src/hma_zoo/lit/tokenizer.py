@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -201,11 +202,24 @@ class TokenizerLitModule(pl.LightningModule):
 
             self.tokenizer.spec = dataclasses.replace(self.tokenizer.spec, scale=float(spec["scale"]))
 
-    def on_fit_end(self) -> None:
+    def _fit_scale_once(self) -> None:
+        """KL tokenizers: set the latent scale from kept training frames (once, before anything is exported)."""
         if isinstance(self.tokenizer, KLTokenizer) and self._scale_sample:
             self.tokenizer.fit_scale(torch.cat(self._scale_sample).to(self.device))
+            self._scale_sample = []
+
+    def save_pretrained(self, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write the tokenizer with :func:`hma_zoo.hub.save_pretrained` (used by ``SavePretrainedCallback`` too)."""
+        self._fit_scale_once()
+        meta = {"variant": self.hparams.tokenizer, "global_step": self.global_step, **(meta or {})}
+        return hub.save_pretrained(self.tokenizer, directory, meta=meta)
+
+    def on_train_end(self) -> None:
+        self._fit_scale_once()
+
+    def on_fit_end(self) -> None:
+        self._fit_scale_once()
         if self.hparams.export_dir and self.trainer.is_global_zero:
-            meta = {"variant": self.hparams.tokenizer, "global_step": self.global_step,
-                    "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}}
-            hub.save_pretrained(self.tokenizer, self.hparams.export_dir, meta=meta)
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+            self.save_pretrained(self.hparams.export_dir, meta={"final_metrics": metrics})
             log.info("saved tokenizer to %s", self.hparams.export_dir)
