@@ -40,7 +40,8 @@ def _sim_mix(episodes: int, frames: int) -> list[SourceSpec]:
         SourceSpec("gym", "gym_pusher", episodes, (frames - 1) * 2, 2, {"env_id": "Pusher-v5"}),  # 7-D, 20 Hz
         SourceSpec("gym", "gym_hopper", episodes, (frames - 1) * 2, 2,
                    {"env_id": "Hopper-v5", "make_kwargs": {"terminate_when_unhealthy": False}}),  # 3-D, 125 Hz
-        SourceSpec("gym", "gym_reacher", episodes, (frames - 1) * 2, 2, {"env_id": "Reacher-v5"}),  # 2-D, 50 Hz
+        SourceSpec("gym", "gym_reacher", episodes, (frames - 1) * 2, 2,
+                   {"env_id": "Reacher-v5", "make_kwargs": {"max_episode_steps": 1000}}),  # 2-D, 50 Hz
         SourceSpec("pusht", "pusht", episodes, frames - 1, 1, {}),  # 2-D, 10 Hz
         SourceSpec("metaworld", "metaworld_sawyer", episodes, (frames - 1) * 4, 4, {}),  # 4-D, 80 Hz
     ]

@@ -160,7 +160,7 @@ class HMADataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.rank is not None or hp.world_size is not None:
             return int(hp.rank or 0), int(hp.world_size or 1)
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
         return _env_rank()

@@ -117,8 +117,8 @@ class WindowDataset(IterableDataset):
         self._iterations = 0
 
     def __len__(self) -> int:
-        """Windows per epoch across all consumers (an estimate when ``pad`` repeats windows)."""
-        return self.total if self.mode == "finite" else self.epoch_windows
+        """Windows per epoch on this rank (approximate: workers may each end on a partial batch)."""
+        return math.ceil((self.total if self.mode == "finite" else self.epoch_windows) / self.world_size)
 
     # ------------------------------------------------------------------------------------------------ streams
     def _episodes(self, comp: Component, part: dict[int, set[str] | None], rng: np.random.Generator,
