@@ -63,7 +63,9 @@ class TokenizerLitModule(pl.LightningModule):
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # The CLI links data facts (embodiments, window, ...) into every model; a tokenizer takes none of them,
+        # and keeping them in hparams would clash with the data module's own hparams of the same names.
+        self.save_hyperparameters(ignore=["embodiments", "max_chunk_dim", "window", "token_info"])
         self.automatic_optimization = False
         self.tokenizer = create_tokenizer(tokenizer, **(tokenizer_overrides or {}))
         self.criterion = TokenizerLoss(l1_weight, l2_weight, grad_weight, adv_weight, adv_start_step, disc_width)
