@@ -163,8 +163,9 @@ class VideoLoggingCallback(Callback):
         if step % self.every_n_steps or getattr(pl_module, "tokenizer", None) is None:
             return
         gt, pred = self.make_video(pl_module, batch)
+        root = Path(trainer.log_dir or trainer.default_root_dir)  # every rank: log_dir is a broadcast
         if trainer.is_global_zero:
-            self.log_video(trainer, gt, pred, step)
+            self.log_video(trainer, gt, pred, step, root)
 
     @torch.no_grad()
     def make_video(self, pl_module: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,14 +179,15 @@ class VideoLoggingCallback(Callback):
         gt = frames[:n] if frames is not None else tok.decode(tokens)
         return gt.cpu(), pred.cpu()
 
-    def log_video(self, trainer: L.Trainer, gt: torch.Tensor, pred: torch.Tensor, step: int) -> None:
+    def log_video(self, trainer: L.Trainer, gt: torch.Tensor, pred: torch.Tensor, step: int,
+                  log_root: Path | None = None) -> None:
         grid = side_by_side(gt, pred)
         gif = frames_to_gif(grid)
         for logger in trainer.loggers:
             _add_gif_summary(logger, "video/gt_top_pred_bottom", gif, grid.shape[1], grid.shape[2], step)
         if self.save_dir == "":
             return
-        root = Path(self.save_dir) if self.save_dir else Path(trainer.log_dir or trainer.default_root_dir) / "videos"
+        root = Path(self.save_dir) if self.save_dir else (log_root or Path(trainer.default_root_dir)) / "videos"
         root.mkdir(parents=True, exist_ok=True)
         path = root / f"step_{step:06d}.gif"
         path.write_bytes(gif)
@@ -201,10 +203,13 @@ class SavePretrainedCallback(Callback):
         self.saved_to: Path | None = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not hasattr(pl_module, "save_pretrained"):
+        if not hasattr(pl_module, "export_model"):
             return
-        root = Path(trainer.log_dir or trainer.default_root_dir)
+        model = pl_module.export_model()  # every rank: a sharded model is gathered collectively
+        root = Path(trainer.log_dir or trainer.default_root_dir)  # every rank: log_dir is a broadcast
+        if not trainer.is_global_zero:
+            return
         target = Path(self.dirpath) if self.dirpath else root / "pretrained"
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.saved_to = pl_module.save_pretrained(target, meta={"final_metrics": metrics})
+        self.saved_to = pl_module.save_pretrained(target, meta={"final_metrics": metrics}, model=model)
         log.info("saved the trained world model to %s", self.saved_to)

@@ -268,6 +268,11 @@ class HMALitModule(L.LightningModule):
         for block in self.model.trunk.blocks:
             fully_shard(block, mesh=dp_mesh)
         fully_shard(self.model, mesh=dp_mesh)
+        # entry points other than forward() must gather the root's parameters too
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        for method in ("compute_loss", "generate", "generate_teacher_forced", "predict_action"):
+            register_fsdp_forward_method(self.model, method)
         self._sharded = True
 
     # ------------------------------------------------------------------ batches
@@ -407,7 +412,8 @@ class HMALitModule(L.LightningModule):
             cnts = self.trainer.strategy.reduce(cnts, reduce_op="sum")
         for i, name in enumerate(self.model.config.embodiment_names):
             if cnts[i] > 0:
-                self.log(f"{stage}/video_loss/{name}", sums[i] / cnts[i], rank_zero_only=True)
+                # already summed over ranks: identical everywhere, so the sync below is a no-op mean
+                self.log(f"{stage}/video_loss/{name}", sums[i] / cnts[i], sync_dist=True)
         self._val_loss_sum.zero_()
         self._val_loss_cnt.zero_()
 
@@ -504,13 +510,32 @@ class HMALitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hma_config"] = self.model.config.to_dict()
 
-    def save_pretrained(self, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
-        """Write the evaluation weights (EMA if kept) in the hub format (``config.json`` + ``model.safetensors``)."""
+    def export_model(self) -> nn.Module:
+        """A plain, unsharded CPU copy of the evaluation weights (EMA if kept).
+
+        Under FSDP2 every rank must call this (the shards are gathered collectively)."""
+        from hma_zoo.model.hma import HMA
+
+        source = self.eval_model()
+        state = {}
+        for key, value in source.state_dict().items():
+            if hasattr(value, "full_tensor"):  # a DTensor shard (FSDP2)
+                value = value.full_tensor()
+            state[key] = value.detach().cpu()
+        model = HMA(source.config)
+        model.load_state_dict(state)
+        return model
+
+    def save_pretrained(self, directory: str | Path, meta: dict[str, Any] | None = None,
+                        model: nn.Module | None = None) -> Path:
+        """Write the evaluation weights (EMA if kept) in the hub format (``config.json`` + ``model.safetensors``).
+
+        ``model``: an already exported copy (see :meth:`export_model`), to save without gathering again."""
         from hma_zoo import hub
 
         info = {"variant": self.variant, "tokenizer": self._tokenizer_name,
                 "global_step": int(self.global_step) if self._trainer is not None else 0, **(meta or {})}
-        return hub.save_pretrained(self.eval_model(), directory, meta=info)
+        return hub.save_pretrained(model if model is not None else self.export_model(), directory, meta=info)
 
 
 def load_world_model(source: str) -> nn.Module:
