@@ -111,3 +111,12 @@ def test_val_split_and_errors(dataset):
         HMADataModule(str(dataset), embodiments=["ghost"])
     with pytest.raises(ValueError, match="no windows"):
         HMADataModule(str(dataset), window=50).make_dataset("train")
+
+
+@pytest.mark.parametrize("mode, world", [("finite", 1), ("finite", 2), ("resampled", 2)])
+def test_len_is_exact_batch_count(dataset, mode, world):
+    for rank in range(world):
+        dm = HMADataModule([str(dataset), str(dataset / "b")], window=3, batch_size=3, num_workers=2,
+                           train_mode=mode, rank=rank, world_size=world, epoch_windows=30)
+        loader = dm._loader(dm.make_dataset("train"))
+        assert len(loader) == sum(1 for _ in loader)

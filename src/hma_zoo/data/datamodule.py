@@ -189,6 +189,7 @@ class HMADataModule(L.LightningDataModule):
 
     def _loader(self, ds: WindowDataset) -> DataLoader:
         hp = self.hparams
+        ds.set_loader_geometry(hp.batch_size, hp.num_workers)
         return DataLoader(ds, batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_windows,
                           pin_memory=hp.pin_memory, persistent_workers=False,
                           prefetch_factor=4 if hp.num_workers > 0 else None)

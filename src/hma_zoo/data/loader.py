@@ -116,9 +116,28 @@ class WindowDataset(IterableDataset):
         self.read_stats = ReadStats()
         self._iterations = 0
 
+    def set_loader_geometry(self, batch_size: int, num_workers: int) -> None:
+        """Tell the dataset how the DataLoader batches it, so that ``len()`` gives exact batch counts."""
+        self._geometry = (int(batch_size), max(int(num_workers), 1))
+
+    def consumer_windows(self, consumer: int, n_consumers: int) -> int:
+        """Windows consumer ``consumer`` yields per epoch (padding and resampling quota included)."""
+        if self.mode == "resampled":
+            return math.ceil(self.epoch_windows / n_consumers)
+        counts = self.consumer_counts(n_consumers)
+        return max(counts) if self.pad else counts[consumer]
+
     def __len__(self) -> int:
-        """Windows per epoch on this rank (approximate: workers may each end on a partial batch)."""
-        return math.ceil((self.total if self.mode == "finite" else self.epoch_windows) / self.world_size)
+        """Windows per epoch on this rank; with :meth:`set_loader_geometry`, rounded up so that
+        ``ceil(len / batch_size)`` is exactly the number of batches this rank's DataLoader yields
+        (each worker ends on its own partial batch); Lightning stops an epoch after ``len(dataloader)`` batches."""
+        geometry = getattr(self, "_geometry", None)
+        if geometry is None:
+            return math.ceil((self.total if self.mode == "finite" else self.epoch_windows) / self.world_size)
+        batch, workers = geometry
+        n = self.world_size * workers
+        batches = sum(math.ceil(self.consumer_windows(self.rank * workers + w, n) / batch) for w in range(workers))
+        return batches * batch
 
     # ------------------------------------------------------------------------------------------------ streams
     def _episodes(self, comp: Component, part: dict[int, set[str] | None], rng: np.random.Generator,
