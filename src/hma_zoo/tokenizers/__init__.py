@@ -43,7 +43,7 @@ __all__ = [
     "train_tokenizer",
 ]
 
-_F8 = {"channels": (64, 128, 128), "num_res_blocks": 1, "patch_size": 2}
+_F8 = {"channels": (64, 128), "num_res_blocks": 1, "patch_size": 4}  # f8: 4x4 space-to-depth, one stride-2 stage
 _TINY = {"channels": (8, 16), "num_res_blocks": 1, "patch_size": 4}
 
 # name -> (class name, constructor defaults). Variants only pin sizes; every knob can be overridden.
