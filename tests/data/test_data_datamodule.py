@@ -120,3 +120,31 @@ def test_len_is_exact_batch_count(dataset, mode, world):
                            train_mode=mode, rank=rank, world_size=world, epoch_windows=30)
         loader = dm._loader(dm.make_dataset("train"))
         assert len(loader) == sum(1 for _ in loader)
+
+
+def test_reads_webdataset_urls(dataset):
+    dm = HMADataModule(f"pipe:cat {dataset}", window=3, batch_size=64, num_workers=0, train_mode="finite")
+    (batch,) = list(dm.train_dataloader())
+    local = HMADataModule(str(dataset), window=3, batch_size=64, num_workers=0, train_mode="finite")
+    (ref,) = list(local.train_dataloader())
+    assert sorted(zip(batch["episode_id"], batch["start"].tolist())) == sorted(
+        zip(ref["episode_id"], ref["start"].tolist()))
+
+
+def test_datamodule_skip_switch_counts_damage(tmp_path):
+    with DatasetWriter(tmp_path, [ARM], image_size=(8, 8)) as w:
+        for i in range(3):
+            w.add(make_episode(f"a{i}", ARM, 6, seed=i))
+    shard = next((tmp_path / "train").glob("*.tar"))
+    data = bytearray(shard.read_bytes())
+    i = data.find(b"\x93NUMPY")
+    data[i + 130] ^= 0xFF  # first member of episode a0
+    shard.write_bytes(bytes(data))
+    from hma_zoo.data.shards import ShardError
+
+    with pytest.raises(ShardError, match="on_error='skip'"):
+        list(HMADataModule(str(tmp_path), window=3, num_workers=0, train_mode="finite").train_dataloader())
+    dm = HMADataModule(str(tmp_path), window=3, num_workers=0, train_mode="finite", on_error="skip", batch_size=64)
+    (batch,) = list(dm.train_dataloader())
+    assert set(batch["episode_id"]) == {"a1", "a2"}
+    assert dm.datasets["train"].read_stats.skipped_episodes == 1
