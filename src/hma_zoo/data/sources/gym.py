@@ -52,14 +52,14 @@ class GymGenerator:
         control_hz = round(1.0 / dt, 6) if dt else float(self.env.metadata.get("render_fps", 30))
         self.info = EmbodimentInfo(spec.name, int(space.shape[0]), control_hz, control_hz / spec.stride,
                                    camera="default", source=f"gymnasium/{env_id}")
-        self._fast = False
+        # render once and switch off shadows/reflections before any recorded frame, so all frames look alike
+        self.env.reset(seed=0)
+        self.env.render()
+        with contextlib.suppress(ImportError, AttributeError):
+            disable_mujoco_fancy_rendering(self.env)
 
     def _render(self) -> np.ndarray:
         frame = self.env.render()
-        if not self._fast:
-            with contextlib.suppress(ImportError, AttributeError):
-                disable_mujoco_fancy_rendering(self.env)
-            self._fast = True
         if frame.shape[:2] != tuple(self.image_size):
             from PIL import Image
 
