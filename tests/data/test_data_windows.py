@@ -43,3 +43,10 @@ def test_mixture_weights_temperature_and_explicit():
     assert pe == {"a": 1.0, "b": 0.0}
     with pytest.raises(KeyError, match="unknown"):
         mixture_weights({"a": 1}, weights={"z": 1.0})
+
+
+def test_public_names_resolve():
+    import hma_zoo.data as data
+
+    for name in data.__all__:
+        assert getattr(data, name) is not None

@@ -192,7 +192,10 @@ class WindowDataset(IterableDataset):
             buffers[comp.name] = []
             probs[comp.name] = self.probs[comp.name]
         quota = math.ceil(self.epoch_windows / n_consumers) if infinite else None
-        target = max(self.consumer_counts(n_consumers)) if (self.pad and not infinite) else None
+        target, need = None, 0
+        if self.pad and not infinite:
+            counts = self.consumer_counts(n_consumers)
+            target, need = max(counts), max(counts) - counts[consumer]  # keep only the windows to repeat
         emitted: list[dict[str, Any]] = []
         n = 0
         while streams and (quota is None or n < quota):
@@ -215,7 +218,7 @@ class WindowDataset(IterableDataset):
             if not starts:
                 buf.pop(j)
             sample = self._sample(comp, ep, start)
-            if target is not None and len(emitted) < target:
+            if len(emitted) < need:
                 emitted.append(sample)
             n += 1
             yield sample
