@@ -148,3 +148,12 @@ def test_datamodule_skip_switch_counts_damage(tmp_path):
     (batch,) = list(dm.train_dataloader())
     assert set(batch["episode_id"]) == {"a1", "a2"}
     assert dm.datasets["train"].read_stats.skipped_episodes == 1
+
+
+def test_padding_when_a_consumer_owns_nothing(dataset):
+    dm = HMADataModule(str(dataset), window=3, num_workers=0)  # val split: a single episode, 3 windows
+    ds = dm.make_dataset("val")
+    ds.pad = True
+    per = [[(s["episode_id"], s["start"]) for s in ds.iter_consumer(c, 4)] for c in range(4)]
+    assert len({len(p) for p in per}) == 1 and all(None not in p for p in per)
+    assert {x for p in per for x in p} == {("armval", 0), ("armval", 3), ("armval", 6)}

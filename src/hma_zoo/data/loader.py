@@ -222,9 +222,21 @@ class WindowDataset(IterableDataset):
                 emitted.append(sample)
             n += 1
             yield sample
+        if target is not None and n < target and not emitted:  # this consumer owns nothing: borrow windows
+            emitted = self._first_windows(target - n, rng)
         if target is not None:
             for k in range(target - n):
                 yield emitted[k % len(emitted)] if emitted else None  # type: ignore[misc]
+
+    def _first_windows(self, k: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """The first ``k`` windows of the split (padding for a consumer that owns no window)."""
+        out: list[dict[str, Any]] = []
+        for comp in self.components:
+            for ep, starts in self._episodes(comp, {i: None for i in range(len(comp.shards))}, rng, False):
+                out += [self._sample(comp, ep, s) for s in starts[: k - len(out)]]
+                if len(out) >= k:
+                    return out
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
