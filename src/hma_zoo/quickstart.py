@@ -100,7 +100,9 @@ def train_world_model(recipe: str, tokens: Path, tokenizer_dir: Path, out: Path,
             "--trainer.max_time", f"00:00:{seconds // 60:02d}:{seconds % 60:02d}",
             "--trainer.default_root_dir", str(out),
             "--trainer.logger.init_args.save_dir", str(out),
-            "--checkpoint.dirpath", str(out / "checkpoints")]
+            "--checkpoint.dirpath", str(out / "checkpoints"),
+            # the recipe's last callback is SavePretrainedCallback
+            "--trainer.callbacks.init_args.dirpath", str(model_dir)]
     if steps is not None:
         args += ["--trainer.max_steps", str(steps)]
     log.info("world model: hma-zoo %s", " ".join(args))
