@@ -1,5 +1,5 @@
 import numpy as np
-from helpers import ARM, CART, make_episode
+from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.commands import main
 from hma_zoo.data.shards import DatasetWriter

@@ -2,7 +2,7 @@ import collections
 
 import numpy as np
 import pytest
-from helpers import ARM, CART, make_episode
+from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.datamodule import HMADataModule
 from hma_zoo.data.shards import DatasetWriter

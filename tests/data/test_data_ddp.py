@@ -5,7 +5,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from helpers import ARM, CART, make_episode
+from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.datamodule import HMADataModule
 from hma_zoo.data.shards import DatasetWriter

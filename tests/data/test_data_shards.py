@@ -2,7 +2,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from helpers import ARM, CART, make_episode
+from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.schema import EmbodimentInfo, Episode, EpisodeError, split_for_index, validate_episode
 from hma_zoo.data.shards import DatasetWriter, ReadStats, ShardError, iter_episodes, load_manifest

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import ARM, CART, make_episode
+from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.datamodule import HMADataModule
 from hma_zoo.data.shards import DatasetWriter, load_manifest

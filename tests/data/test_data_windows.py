@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from helpers import ARM, make_episode
+from data_helpers import ARM, make_episode
 
 from hma_zoo.data.mixture import mixture_weights
 from hma_zoo.data.windows import WindowSpec, extract_window, num_windows, window_starts
