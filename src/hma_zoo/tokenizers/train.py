@@ -146,6 +146,7 @@ def train_tokenizer(
     seed: int = 0,
     progress: bool = True,
     num_threads: int | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> Tokenizer:
     """Train tokenizer ``name`` on frames of ``data_dir`` and return it (saved to ``out_dir`` if given).
 
@@ -166,6 +167,8 @@ def train_tokenizer(
         progress: show a progress bar.
         num_threads: torch intra-op threads while training (``1`` is much faster than oversubscribing a busy
             machine: on a loaded 2-core CPU one step took 0.04 s with 1 thread and 4-7 s with 2).
+        init_from: continue from a saved tokenizer folder (its architecture wins over ``name``'s defaults and
+            ``overrides``; a KL tokenizer's scale is re-fitted at the end).
 
     Returns:
         The trained tokenizer (eval mode); ``tokenizer.train_metrics`` holds the final losses, and
@@ -178,7 +181,7 @@ def train_tokenizer(
             return train_tokenizer(
                 name, data_dir, steps, frames=frames, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                 weight_decay=weight_decay, loss=loss, overrides=overrides, out_dir=out_dir, val_frames=val_frames,
-                time_limit_s=time_limit_s, seed=seed, progress=progress, num_threads=None,
+                time_limit_s=time_limit_s, seed=seed, progress=progress, num_threads=None, init_from=init_from,
             )
         finally:
             torch.set_num_threads(old_threads)
@@ -191,7 +194,13 @@ def train_tokenizer(
     pool = torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames.values()])
     if pool.dtype != torch.uint8 or pool.shape[-1] != 3:
         raise ValueError(f"training frames must be uint8 [..., H, W, 3], got {pool.dtype} {tuple(pool.shape)}")
-    tok = create_tokenizer(name, image_size=tuple(pool.shape[1:3]), **(overrides or {}))
+    if init_from is not None:
+        tok = hub.load_pretrained(init_from, kind="tokenizer")
+        assert isinstance(tok, Tokenizer)
+        if tuple(tok.spec.image_size) != tuple(pool.shape[1:3]):
+            raise ValueError(f"{init_from} takes {tok.spec.image_size} frames, the data has {tuple(pool.shape[1:3])}")
+    else:
+        tok = create_tokenizer(name, image_size=tuple(pool.shape[1:3]), **(overrides or {}))
     crit = TokenizerLoss(**(loss or {}))
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     d_opt = (
@@ -247,6 +256,9 @@ def train_tokenizer(
         tok.fit_scale(sample)
     if out_dir is not None:
         meta: dict[str, Any] = {"variant": name, "train": tok.train_metrics, "data_dir": str(data_dir)}
+        if init_from is not None:
+            prior = getattr(tok, "pretrained_meta", {})
+            meta["continued_from"] = {"path": str(init_from), "train": prior.get("train"), "val": prior.get("val")}
         if data_dir is not None and val_frames != 0:
             try:
                 val = load_frames(data_dir, "val", max_frames=val_frames)
