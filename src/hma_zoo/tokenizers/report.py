@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     frames: dict[str, torch.Tensor] = {}
     for d in args.data:
-        frames.update(load_frames(d, "val", max_frames=args.max_frames))
+        prefix = f"{Path(d).name}/" if len(args.data) > 1 else ""
+        frames.update({prefix + k: v for k, v in load_frames(d, "val", max_frames=args.max_frames).items()})
     toks = {t: load_tokenizer(t).eval() for t in args.tokenizers}
     for name, tok in toks.items():
         print(markdown_table(Path(name).name, evaluate_tokenizer(tok, frames)))
