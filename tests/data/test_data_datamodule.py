@@ -157,3 +157,19 @@ def test_padding_when_a_consumer_owns_nothing(dataset):
     per = [[(s["episode_id"], s["start"]) for s in ds.iter_consumer(c, 4)] for c in range(4)]
     assert len({len(p) for p in per}) == 1 and all(None not in p for p in per)
     assert {x for p in per for x in p} == {("armval", 0), ("armval", 3), ("armval", 6)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_max_episodes_keeps_first_train_episodes(dataset, workers):
+    # arm: shards [arm0 arm1] [arm2 arm3] ...; a cap of 3 cuts the second shard, which 2 workers read "whole"
+    dm = HMADataModule([str(dataset), str(dataset / "b")], window=3, batch_size=4, num_workers=workers,
+                       train_mode="finite", max_episodes={"arm": 3})
+    got = {(e, s) for b in dm.train_dataloader() for e, s in zip(b["episode_id"], b["start"].tolist())}
+    want = {(e, s) for e, s in _expected(3) if not e.startswith("arm") or e in {"arm0", "arm1", "arm2"}}
+    assert got == want
+    assert {e for b in dm.val_dataloader() for e in b["episode_id"]} == {"armval"}  # val split is not capped
+    one = HMADataModule(str(dataset / "b"), window=3, batch_size=64, num_workers=0, train_mode="finite",
+                        max_episodes=1)
+    assert {e for b in one.train_dataloader() for e in b["episode_id"]} == {"cart0"}
+    with pytest.raises(KeyError, match="max_episodes names unknown"):
+        HMADataModule(str(dataset), max_episodes={"ghost": 2})

@@ -56,6 +56,10 @@ class HMADataModule(L.LightningDataModule):
             (``n_i`` = windows), the paper's ``size^(1/3)``.
         weights: explicit mixture weights ``{embodiment: weight}`` (replaces the temperature rule).
         embodiments: keep only these embodiment names (default: all).
+        max_episodes: cap the number of **train** episodes, one int for every embodiment or ``{name: int}``
+            (missing names are not capped): the first ``n`` episodes in manifest order are kept, the val split is
+            untouched (few-episode fine-tuning, e.g. 20 pusht episodes). Action statistics stay those of the
+            manifest (the whole train split).
         train_mode: ``"resampled"`` (infinite shuffled stream, ``epoch_windows`` per epoch) or ``"finite"``
             (every train window exactly once per epoch).
         epoch_windows: windows per training epoch in resampled mode (default: the number of train windows).
@@ -78,6 +82,7 @@ class HMADataModule(L.LightningDataModule):
         temperature: float = 3.0,
         weights: dict[str, float] | None = None,
         embodiments: list[str] | None = None,
+        max_episodes: int | dict[str, int] | None = None,
         train_mode: Literal["resampled", "finite"] = "resampled",
         epoch_windows: int | None = None,
         shuffle_buffer: int = 8,
@@ -110,9 +115,16 @@ class HMADataModule(L.LightningDataModule):
         if isinstance(frame_skip, dict) and set(frame_skip) - set(known):
             raise KeyError(f"frame_skip names unknown embodiments {sorted(set(frame_skip) - set(known))}")
         self.frame_skip = frame_skip if isinstance(frame_skip, dict) else {n: int(frame_skip) for n in known}
+        if isinstance(max_episodes, dict) and set(max_episodes) - set(known):
+            raise KeyError(f"max_episodes names unknown embodiments {sorted(set(max_episodes) - set(known))}")
+        caps = max_episodes if isinstance(max_episodes, dict) else \
+            ({n: int(max_episodes) for n in known} if max_episodes is not None else None)
+        if caps is not None and any(int(v) < 1 for v in caps.values()):
+            raise ValueError(f"max_episodes must be >= 1, got {max_episodes}")
         self._window = int(window)
         self._components = {split: build_components(self.manifests, split, self._window, self.frame_skip, hop,
-                                                     embodiments) for split in ("train", "val")}
+                                                     embodiments, caps if split == "train" else None)
+                            for split in ("train", "val")}
         self._specs = self._embodiment_specs(embodiments)
         self.datasets: dict[str, WindowDataset] = {}
 

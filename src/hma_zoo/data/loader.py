@@ -33,11 +33,16 @@ from hma_zoo.data.windows import WindowSpec, extract_window, num_windows, window
 
 @dataclass
 class Component:
-    """One embodiment of the mixture: its window spec and the shards (url, [(episode_id, frames)]) holding it."""
+    """One embodiment of the mixture: its window spec and the shards (url, [(episode_id, frames)]) holding it.
+
+    ``trimmed`` holds the indices of shards whose episode list was cut (``max_episodes``): those are always read
+    with an explicit episode set, never whole.
+    """
 
     name: str
     spec: WindowSpec
     shards: list[tuple[str, list[tuple[str, int]]]] = field(default_factory=list)
+    trimmed: set[int] = field(default_factory=set)
 
     def episode_windows(self) -> list[tuple[int, str, int]]:
         """``(shard index, episode id, windows)`` for every episode, in manifest order."""
@@ -65,7 +70,8 @@ def partition(comp: Component, consumer: int, n_consumers: int) -> dict[int, set
     eps = comp.episode_windows()
     if len(comp.shards) >= n_consumers:
         per_shard = [(i, sum(w for s, _, w in eps if s == i)) for i in range(len(comp.shards))]
-        return {i: None for i in sorted(_balance(per_shard, n_consumers)[consumer])}
+        return {i: {e for e, _ in comp.shards[i][1]} if i in comp.trimmed else None
+                for i in sorted(_balance(per_shard, n_consumers)[consumer])}
     mine = _balance([((s, e), w) for s, e, w in eps], n_consumers)[consumer]
     out: dict[int, set[str] | None] = {}
     for s, e in mine:
@@ -266,8 +272,13 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_components(manifests: list[dict[str, Any]], split: str, window: int, frame_skip: dict[str, int],
-                     hop: int | None, only: list[str] | None = None) -> list[Component]:
-    """One :class:`Component` per embodiment name across ``manifests`` (same name must mean the same robot)."""
+                     hop: int | None, only: list[str] | None = None,
+                     max_episodes: dict[str, int] | None = None) -> list[Component]:
+    """One :class:`Component` per embodiment name across ``manifests`` (same name must mean the same robot).
+
+    ``max_episodes`` (``{name: n}``) keeps only the first ``n`` episodes of that embodiment, in manifest order
+    (datasets in the order given, shards and episodes as listed); shards left empty are dropped.
+    """
     comps: dict[str, Component] = {}
     for m in manifests:
         for name, e in m["embodiments"].items():
@@ -281,4 +292,17 @@ def build_components(manifests: list[dict[str, Any]], split: str, window: int, f
             for shard in m["shards"]:
                 if shard["embodiment"] == name and shard["split"] == split:
                     comp.shards.append((join(m["root"], shard["path"]), [(x[0], x[1]) for x in shard["episodes"]]))
+    for comp in comps.values():
+        cap = (max_episodes or {}).get(comp.name)
+        if cap is None:
+            continue
+        kept: list[tuple[str, list[tuple[str, int]]]] = []
+        for url, eps in comp.shards:
+            left = cap - sum(len(e) for _, e in kept)
+            if left <= 0:
+                break
+            if len(eps) > left:
+                comp.trimmed.add(len(kept))
+            kept.append((url, eps[:left]))
+        comp.shards = kept
     return list(comps.values())
