@@ -14,25 +14,30 @@ from hma_zoo.lit.tokenizer import TokenizerLitModule
 from hma_zoo.tokenizers import KLTokenizer, load_tokenizer
 
 
-@pytest.mark.parametrize("name", ["tok-vq-test", "tok-kl-test"])
-def test_fit_logs_metrics_images_and_exports(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "adv_weight"), [("tok-vq-test", 0.0), ("tok-kl-test", 0.0), ("tok-vq-test", 0.1)])
+def test_fit_logs_metrics_images_and_exports(name: str, adv_weight: float, tmp_path: Path) -> None:
     pl.seed_everything(0)
     module = TokenizerLitModule(
         tokenizer=name, tokenizer_overrides={"image_size": [32, 32]}, warmup_steps=1, frames_per_sample=1,
+        adv_weight=adv_weight, adv_start_step=2, disc_width=8,
         log_images_every_n_steps=2, num_log_images=2, export_dir=str(tmp_path / "export"),
     )
     data = SyntheticDataModule(window=2, image_size=(32, 32), train_size=8, val_size=2, batch_size=2, square=8)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=4, limit_val_batches=1, val_check_interval=4, enable_checkpointing=False,
+        # with the adversarial loss, global_step also counts discriminator steps (batches 3 and 4 here)
+        accelerator="cpu", max_steps=6 if adv_weight else 4, limit_val_batches=1, val_check_interval=4,
+        enable_checkpointing=False,
         logger=TensorBoardLogger(str(tmp_path), name="tb"), enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
-    assert trainer.global_step == 4
+    assert trainer.global_step == (6 if adv_weight else 4)
+    assert module.lr_schedulers().last_epoch == 4  # generator steps
     metrics = trainer.callback_metrics
     assert "val/psnr" in metrics and torch.isfinite(metrics["val/psnr"])
     assert "val/ssim" in metrics and any(k.startswith("val/psnr/") for k in metrics)
     if name.startswith("tok-vq"):
         assert 0 < float(metrics["val/codebook_usage"]) <= 1
+    assert ("train/d" in metrics) == (adv_weight > 0)
     events = list((tmp_path / "tb").rglob("events.out.tfevents*"))
     assert events and max(e.stat().st_size for e in events) > 2000  # images were written
     loaded = load_tokenizer(str(tmp_path / "export"))

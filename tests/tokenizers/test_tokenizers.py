@@ -134,3 +134,24 @@ def test_save_load_equality(name: str, tmp_path) -> None:
         assert k == k2 and torch.equal(v, v2)
     assert torch.equal(tok.encode(frames), loaded.encode(frames))
     assert torch.equal(tok.decode(tok.encode(frames)), loaded.decode(loaded.encode(frames)))
+
+
+def test_adversarial_loss_is_off_by_default_and_trains_a_discriminator_when_on() -> None:
+    images = smooth_images(2, size=32)
+    tok = create_tokenizer("tok-vq-test", image_size=(32, 32))
+    assert TokenizerLoss().discriminator is None
+    crit = TokenizerLoss(adv_weight=0.1, adv_start_step=5, disc_width=8)
+    out = tok(images)
+    _, parts = crit.generator_loss(images, out, step=4)
+    assert "g_adv" not in parts
+    _, parts = crit.generator_loss(images, out, step=5)
+    assert "g_adv" in parts
+    opt = torch.optim.Adam(crit.discriminator.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        d_loss = crit.discriminator_loss(images, out.recon)
+        opt.zero_grad()
+        d_loss.backward()
+        opt.step()
+        losses.append(float(d_loss))
+    assert losses[-1] < losses[0]  # the discriminator learns to tell reconstructions from images

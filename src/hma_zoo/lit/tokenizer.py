@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 class TokenizerLitModule(pl.LightningModule):
     """Train a tokenizer on uint8 frames ``[B, T, H, W, 3]``.
 
+    With the adversarial loss on, Lightning counts both optimizers' steps in ``global_step`` (and so in
+    ``trainer.max_steps``); ``adv_start_step``, the learning-rate schedule and image logging count generator steps.
+
     Args:
         tokenizer: registry name of the tokenizer.
         tokenizer_overrides: constructor overrides (e.g. ``{"vocab_size": 16384}``, ``{"image_size": [96, 96]}``).
@@ -117,7 +120,9 @@ class TokenizerLitModule(pl.LightningModule):
         images, _ = self._images(batch, train=True)
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        step = self.global_step
+        sched = self.lr_schedulers()
+        # generator steps (Lightning's global_step counts the discriminator's optimizer steps too)
+        step = int(sched.last_epoch) if sched is not None else self.global_step  # type: ignore[union-attr]
         out = self.tokenizer(images)
         loss, parts = self.criterion.generator_loss(images, out, step)
         opts[0].zero_grad(set_to_none=True)
@@ -125,7 +130,6 @@ class TokenizerLitModule(pl.LightningModule):
         if self.hparams.grad_clip:
             self.clip_gradients(opts[0], gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opts[0].step()
-        sched = self.lr_schedulers()
         if sched is not None:
             sched.step()  # type: ignore[union-attr]
         if len(opts) > 1 and self.criterion.adversarial_active(step):
