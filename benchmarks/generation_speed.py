@@ -67,7 +67,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}, dtype {'bf16' if args.bf16 else 'fp32'}")

@@ -255,3 +255,23 @@ def test_registry_lists_every_size() -> None:
         for size in ("t", "s", "b", "l", "xl", "t64", "s64", "test"):
             assert f"hma-{kind}-{size}" in names
     assert list_models("hma-mar-*") == [n for n in names if n.startswith("hma-mar-")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_commit_equals_separate_commit_past_the_window(kind: str) -> None:
+    """The finished frame is committed in the same pass as the next frame's first step (sliding-window mask);
+    forcing a separate commit pass (flush) after every frame must give the same rollout, well past the window."""
+    model = tiny(kind)
+    tokens, actions, names = batch(model, b=2)
+    rollouts = []
+    for force_flush in (False, True):
+        stepper = FrameStepper(model, steps=2, temperature=0.0, unmask="confidence",
+                               generator=torch.Generator().manual_seed(0))
+        stepper.reset(tokens[:, :2], actions[:, :1], names)
+        frames = []
+        for i in range(9):
+            frames.append(stepper.step(actions[:, i % 4]))
+            if force_flush:
+                stepper.flush()
+        rollouts.append(torch.stack(frames, 1))
+    torch.testing.assert_close(rollouts[0], rollouts[1], rtol=0, atol=1e-8)

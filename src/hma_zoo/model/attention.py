@@ -56,11 +56,13 @@ class SelfAttention(nn.Module):
         causal: bool = False,
         positions: torch.Tensor | None = None,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Attend ``x`` ``[N, L, D]`` to itself (and to ``past_kv``, keys/values ``[N, H, P, E]`` of earlier steps).
 
         ``positions`` ``[L]`` are the absolute positions of ``x`` for rotary embedding. With ``past_kv`` the
-        queries attend to every cached key (all are in the past) plus causally to the new ones.
+        queries attend to the cached keys (all in the past) and causally to the new ones; with ``window`` each
+        query sees at most ``window`` keys (itself included): a sliding-window causal mask.
 
         Returns:
             The output ``[N, L, D]`` and this call's (rotated) keys and values ``[N, H, L, E]`` for caching.
@@ -75,17 +77,21 @@ class SelfAttention(nn.Module):
             cos, sin = rope_angles(positions, self.head_dim, self.rope_base)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         new_kv = (k, v)
-        if past_kv is not None and past_kv[0].shape[2] > 0:
+        past = 0 if past_kv is None else past_kv[0].shape[2]
+        if past > 0:
             k = torch.cat((past_kv[0], k), dim=2)
             v = torch.cat((past_kv[1], v), dim=2)
-            if causal and length > 1:
-                past = past_kv[0].shape[2]
-                mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            else:
-                out = F.scaled_dot_product_attention(q, k, v)
+        total = past + length
+        if causal and (past > 0 or window is not None) and (length > 1 or (window is not None and total > window)):
+            # causal, and with a window: a query at index i sees keys j with i - window < j <= i
+            q_idx = torch.arange(past, total, device=x.device).unsqueeze(1)
+            k_idx = torch.arange(total, device=x.device).unsqueeze(0)
+            mask = k_idx <= q_idx
+            if window is not None:
+                mask = mask & (q_idx - k_idx < window)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and length > 1)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and past == 0 and length > 1)
         out = out.transpose(1, 2).reshape(n, length, dim)
         return self.proj(out), new_kv
 

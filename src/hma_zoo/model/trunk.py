@@ -133,10 +133,12 @@ class STBlock(nn.Module):
         ctx: torch.Tensor | None,
         positions: torch.Tensor,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``x`` ``[B, T, S', D]``; ``a`` ``[B, T, D]`` frame action embeddings; ``ctx`` ``[B, T, M, D]`` action
         tokens for cross-attention; ``positions`` ``[T]`` absolute time positions; ``past_kv`` cached temporal
-        keys/values of earlier frames. Returns the new ``x`` and this block's temporal keys/values."""
+        keys/values of earlier frames; ``window`` the temporal attention span in frames.
+        Returns the new ``x`` and this block's temporal keys/values."""
         b, t, s, d = x.shape
         if self.mode == "add" and a is not None:
             x = x + a.unsqueeze(2)
@@ -148,7 +150,7 @@ class STBlock(nn.Module):
         if self.adaln is not None and a is not None:
             x = x + self.drop(self.adaln(x, a))
         h = rearrange(self.norm_t(x), "b t s d -> (b s) t d")
-        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv)
+        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv, window=window)
         x = x + self.drop(rearrange(h, "(b s) t d -> b t s d", b=b))
         x = x + self.mlp(self.norm_m(x))
         return x, kv
@@ -169,25 +171,29 @@ class Trunk(nn.Module):
         a: torch.Tensor | None = None,
         ctx: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        commit: bool = False,
+        commit: bool | int = False,
     ) -> torch.Tensor:
         """Run the blocks on frames ``x`` ``[B, T, S', D]`` -> ``[B, T, S', D]`` (final-normed).
 
         With a ``cache`` the frames are the ones right after the cached ones (positions continue from
-        ``cache.next_pos``); with ``commit=True`` their keys/values are appended to the cache afterwards.
-        Without a cache, the frames start at position 0; training windows never exceed ``max_frames``.
+        ``cache.next_pos``) and every frame attends to at most ``cache.window`` frames; ``commit=True`` appends
+        all frames' keys/values to the cache afterwards, ``commit=n`` only the first ``n`` frames' (so a finished
+        frame can be committed in the same pass that starts the next one). Without a cache the frames start at
+        position 0; training windows never exceed ``max_frames``.
         """
         t = x.shape[1]
         start = cache.next_pos if cache is not None else 0
         positions = torch.arange(start, start + t, device=x.device)
+        window = cache.window if cache is not None else None
+        n_commit = t if commit is True else int(commit)
         new_kv = []
         for i, block in enumerate(self.blocks):
             past = cache.get(i) if cache is not None else None
-            x, kv = block(x, a, ctx, positions, past)
-            if commit:
+            x, kv = block(x, a, ctx, positions, past, window)
+            if n_commit:
                 new_kv.append(kv)
-        if commit and cache is not None:
+        if n_commit and cache is not None:
             for i, (k, v) in enumerate(new_kv):
-                cache.put(i, k, v)
-            cache.next_pos += t
+                cache.put(i, k[:, :, :n_commit], v[:, :, :n_commit])
+            cache.next_pos += n_commit
         return self.norm(x)

@@ -63,6 +63,7 @@ class FrameStepper:
         self.generator = generator
         self.cache: KVCache | None = None
         self.frames: torch.Tensor | None = None
+        self._pending = False  # last held frame not yet in the cache (committed with the next frame's first pass)
 
     # ------------------------------------------------------------------ state
     @property
@@ -107,6 +108,7 @@ class FrameStepper:
             rows, unks = torch.cat((rows, r), 1), torch.cat((unks, u), 1)
         self.rows, self.unks = rows, unks  # rows conditioning each frame held, [N, T, A]
         self.cache = KVCache(self.window) if self.use_cache else None
+        self._pending = False
         if self.cache is not None:
             # Commit the prompt in window-sized pieces so no frame ever attends past the window.
             for start in range(0, tp, self.window):
@@ -142,12 +144,21 @@ class FrameStepper:
     # ------------------------------------------------------------------ stepping
     def _run_fn(self, row: torch.Tensor, unk: torch.Tensor):  # noqa: ANN202 - a closure for the frame samplers
         model = self.model
+        a_new = model.embed_actions(row, unk, self.run_idx)  # the same for every step of this frame
 
         def run(x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
             if self.cache is not None:
                 xe = model.embed_video(x.unsqueeze(1), hidden.unsqueeze(1))
-                a = model.embed_actions(row, unk, self.run_idx)
-                h, _ = model._run(xe, a, cache=self.cache, commit=False)
+                a = a_new
+                commit = 0
+                if self._pending:
+                    # Commit the previous frame in the same pass as this frame's first step (one call, not two).
+                    prev = model.embed_video(self.frames[:, -1:], None)
+                    a_prev = model.embed_actions(self.rows[:, -1:], self.unks[:, -1:], self.run_idx)
+                    xe = torch.cat((prev, xe), 1)
+                    a = None if a_new is None else torch.cat((a_prev, a_new), 1)
+                    commit, self._pending = 1, False
+                h, _ = model._run(xe, a, cache=self.cache, commit=commit)
             else:
                 frames = torch.cat((self.frames, x.unsqueeze(1)), 1)
                 mask = torch.zeros(frames.shape[:3], dtype=torch.bool, device=x.device)
@@ -159,6 +170,12 @@ class FrameStepper:
             return model.video_head(h) if model.kind == "vq" else model.video_head.condition(h)
 
         return run
+
+    def flush(self) -> None:
+        """Write a deferred frame to the cache now (normally it rides along with the next frame's first pass)."""
+        if self._pending and self.cache is not None:
+            self._pending = False
+            self._commit(self.frames.shape[1] - 1)
 
     @torch.no_grad()
     def sample_next(self, action: torch.Tensor | None) -> torch.Tensor:
@@ -179,13 +196,13 @@ class FrameStepper:
     @torch.no_grad()
     def commit(self, frame: torch.Tensor, action: torch.Tensor | None) -> None:
         """Append a frame (trunk-level tokens ``[B, S(, P)]``) that followed ``action`` to the context."""
+        self.flush()  # at most one frame is ever deferred
         row, unk = self._rows(action)
         n = 2 if self.guided else 1
         frame = frame.to(self.device).repeat(n, *([1] * (frame.ndim - 1)))
         self.frames = torch.cat((self.frames, frame.unsqueeze(1).to(self.frames.dtype)), 1)
         self.rows, self.unks = torch.cat((self.rows, row), 1), torch.cat((self.unks, unk), 1)
-        if self.cache is not None:
-            self._commit(self.frames.shape[1] - 1)
+        self._pending = self.cache is not None
         self._trim()
 
     @torch.no_grad()
@@ -197,6 +214,7 @@ class FrameStepper:
 
     def cache_nbytes(self) -> int:
         """Bytes held by the KV cache (constant once the window is full)."""
+        self.flush()
         return 0 if self.cache is None else self.cache.nbytes()
 
 
