@@ -8,6 +8,7 @@ and the ratio. Run: ``python benchmarks/generation_speed.py [--variants hma-vq-s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import time
@@ -36,7 +37,7 @@ def per_frame_latency(model: torch.nn.Module, use_cache: bool, steps: int, frame
     tokens, actions = _context(model, frames)
     stepper = FrameStepper(model, steps=steps, temperature=1.0, use_cache=use_cache,
                            diffusion_steps=model.config.diffusion.sample_steps)
-    autocast = torch.autocast(tokens.device.type, dtype=dtype) if dtype is not None else _nullcontext()
+    autocast = torch.autocast(tokens.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     times = []
     with torch.no_grad(), autocast:
         stepper.reset(tokens, actions[:, : frames - 1], "robot")
@@ -50,14 +51,6 @@ def per_frame_latency(model: torch.nn.Module, use_cache: bool, steps: int, frame
             if i > 0:  # first step warms up
                 times.append(time.perf_counter() - start)
     return times
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def main() -> None:
@@ -74,7 +67,8 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}, dtype {'bf16' if args.bf16 else 'fp32'}")
-    print(f"{'variant':<12} {'steps':>5} {'context':>7} {'cached ms':>10} {'full ms':>10} {'ratio':>6} {'cached FPS':>10}")
+    print(f"{'variant':<12} {'steps':>5} {'context':>7} {'cached ms':>10} {'full ms':>10} {'ratio':>6} "
+          f"{'cached FPS':>10}")
     for name in args.variants:
         model = create_model(name, embodiments=[EmbodimentSpec("robot", action_dim=7, stride=1)]).to(device).eval()
         frames = model.config.trunk.max_frames - 1
