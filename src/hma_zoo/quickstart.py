@@ -23,7 +23,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "quickstart.yaml"
+# The discrete tokenizer we trained on sim-mix (docs/tokenizers.md): shipped so the quickstart's minutes go to the
+# world model. `--train-tokenizer` trains one from scratch instead (a few CPU minutes give a much blurrier one).
+SHIPPED_TOKENIZER = ROOT / "pretrained" / "tok-vq-f8-1k.simmix"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixture", default="sim-mix-mini", help="named mixture to build when --data is missing")
     p.add_argument("--out", default="outputs/quickstart", help="output folder")
     p.add_argument("--recipe", default=str(RECIPE), help="world-model recipe")
-    p.add_argument("--tokenizer", default="tok-vq-f8-1k", help="tokenizer variant to train")
+    p.add_argument("--tokenizer-weights", default=str(SHIPPED_TOKENIZER),
+                   help="a trained tokenizer folder to use (default: the one shipped in pretrained/)")
+    p.add_argument("--train-tokenizer", action="store_true", help="train --tokenizer from scratch instead")
+    p.add_argument("--tokenizer", default="tok-vq-f8-1k", help="tokenizer variant to train with --train-tokenizer")
     p.add_argument("--tokenizer-steps", type=int, default=1500)
     p.add_argument("--tokenizer-minutes", type=float, default=3.0, help="time cap of tokenizer training")
-    p.add_argument("--wm-minutes", type=float, default=7.0, help="time cap of world-model training")
+    p.add_argument("--wm-minutes", type=float, default=9.0, help="time cap of world-model training")
     p.add_argument("--wm-steps", type=int, default=None, help="override the recipe's max_steps")
     p.add_argument("--eval-windows", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="simulator workers when building data")
@@ -58,12 +65,22 @@ def ensure_data(data: Path, mixture: str, workers: int) -> None:
     build_mixture(mixture, data, workers=workers)
 
 
-def ensure_tokenizer(name: str, data: Path, out: Path, steps: int, minutes: float, retrain: bool) -> Any:
-    """Train tokenizer ``name`` on ``data`` into ``out`` (or load it from there)."""
+def ensure_tokenizer(name: str, data: Path, out: Path, steps: int, minutes: float, retrain: bool,
+                     weights: str | None = None) -> Any:
+    """Copy the trained tokenizer ``weights`` into ``out``, or train tokenizer ``name`` on ``data`` into ``out``
+    (``weights=None``); reuse ``out`` if it already holds one."""
     from hma_zoo.tokenizers import load_tokenizer, train_tokenizer
 
     if (out / "config.json").is_file() and not retrain:
         log.info("tokenizer: reusing %s", out)
+        return load_tokenizer(str(out))
+    if weights is not None:
+        if not (Path(weights) / "config.json").is_file():
+            raise FileNotFoundError(f"no trained tokenizer at {weights}; pass --tokenizer-weights DIR or "
+                                    "--train-tokenizer")
+        log.info("tokenizer: using the trained tokenizer %s", weights)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(weights, out)
         return load_tokenizer(str(out))
     log.info("tokenizer: training %s for at most %d steps / %.1f min", name, steps, minutes)
     return train_tokenizer(name, str(data), steps=steps, out_dir=str(out), time_limit_s=60 * minutes)
@@ -154,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     tok_dir = out / "tokenizer"
     fresh_tok = args.retrain or not (tok_dir / "config.json").is_file()
     tokenizer = ensure_tokenizer(args.tokenizer, data, tok_dir, args.tokenizer_steps, args.tokenizer_minutes,
-                                 args.retrain)
+                                 args.retrain, None if args.train_tokenizer else args.tokenizer_weights)
     timings["tokenizer"] = time.monotonic() - t
 
     t = time.monotonic()
