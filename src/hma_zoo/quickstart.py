@@ -154,6 +154,32 @@ def simulator_rollout(model: Any, tokenizer: Any, data: Path, out: Path) -> Path
     return path
 
 
+def write_model_card(model_dir: Path, result: dict[str, Any], data: Path) -> Path:
+    """Store the measured metrics in the saved model's metadata and render its card (``README.md``)."""
+    import os
+    import platform
+
+    from hma_zoo.cards import write_card
+    from hma_zoo.hub import load_pretrained
+
+    config_path = model_dir / "config.json"
+    payload = json.loads(config_path.read_text())
+    metrics: dict[str, Any] = {}
+    for row in result["rows"]:
+        if row["method"] != "model" or row.get("psnr") is None:
+            continue
+        key = "all" if row["embodiment"] == "all" else row["embodiment"]
+        entry = metrics.setdefault(f"{key} ({row['mode']})", {})
+        for name in ("psnr", "ssim", "delta_psnr", "perplexity"):
+            if row.get(name) is not None:
+                entry[name] = round(float(row[name]), 3)
+    params = sum(p.numel() for p in load_pretrained(model_dir).parameters())
+    payload["meta"].update(tag="quickstart", data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
+                           machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")
+    config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return write_card(model_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the quickstart; prints the metrics table and where the outputs are."""
     args = build_parser().parse_args(argv)
@@ -192,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True,
                       out_dir=str(out / "eval"))
     gif = simulator_rollout(model, tokenizer, data, out)
+    card = write_model_card(model_dir, result, data)
     timings["evaluation"] = time.monotonic() - t
     total = time.monotonic() - start
 
     print("\n" + result["markdown"] + "\n")
     print("time: " + ", ".join(f"{k} {_minutes(v)}" for k, v in timings.items()) + f"; total {_minutes(total)}")
     print(f"world model: {model_dir}\ntokenizer:   {tok_dir}\nmetrics:     {out / 'eval'}\n"
-          f"rollout:     {gif}\nTensorBoard: tensorboard --logdir {out / 'tb'}")
+          f"rollout:     {gif}\ncard:        {card}\nTensorBoard: tensorboard --logdir {out / 'tb'}")
     (out / "timings.json").write_text(json.dumps({**timings, "total": total}, indent=2))
     return 0
