@@ -11,8 +11,7 @@ Public API (imported lazily so ``import hma_zoo`` is fast)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hma_zoo._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -37,7 +36,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hma_zoo' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

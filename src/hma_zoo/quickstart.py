@@ -154,13 +154,12 @@ def simulator_rollout(model: Any, tokenizer: Any, data: Path, out: Path) -> Path
     return path
 
 
-def write_model_card(model_dir: Path, result: dict[str, Any], data: Path) -> Path:
+def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: Path) -> Path:
     """Store the measured metrics in the saved model's metadata and render its card (``README.md``)."""
     import os
     import platform
 
     from hma_zoo.cards import write_card
-    from hma_zoo.hub import load_pretrained
 
     config_path = model_dir / "config.json"
     payload = json.loads(config_path.read_text())
@@ -173,7 +172,7 @@ def write_model_card(model_dir: Path, result: dict[str, Any], data: Path) -> Pat
         for name in ("psnr", "ssim", "delta_psnr", "perplexity"):
             if row.get(name) is not None:
                 entry[name] = round(float(row[name]), 3)
-    params = sum(p.numel() for p in load_pretrained(model_dir).parameters())
+    params = sum(p.numel() for p in model.parameters())
     payload["meta"].update(tag="quickstart", data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
                            machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")
     config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
@@ -218,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True,
                       out_dir=str(out / "eval"))
     gif = simulator_rollout(model, tokenizer, data, out)
-    card = write_model_card(model_dir, result, data)
+    card = write_model_card(model_dir, model, result, data)
     timings["evaluation"] = time.monotonic() - t
     total = time.monotonic() - start
 

@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hma_zoo._lazy import lazy_getattr
 
 _LAZY: dict[str, str] = {
     "HMALitModule": "hma_zoo.lit.world_model",
@@ -24,7 +23,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hma_zoo.lit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

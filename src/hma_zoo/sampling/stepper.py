@@ -218,10 +218,16 @@ class FrameStepper:
         return 0 if self.cache is None else self.cache.nbytes()
 
 
-def _check_actions(model: HMA, actions: torch.Tensor | None, needed: int) -> None:
+def _start(model: HMA, prompt: torch.Tensor, actions: torch.Tensor | None, embodiment: Sequence[str] | str
+           | torch.Tensor, needed: int, kwargs: dict[str, object]) -> FrameStepper:
+    """Check that ``actions`` has ``needed`` rows, then a :class:`FrameStepper` reset on ``prompt``."""
     if actions is not None and actions.shape[1] < needed:
         raise ValueError(f"actions has {actions.shape[1]} rows; generating needs at least {needed} "
                          "(one row per frame transition)")
+    stepper = FrameStepper(model, **kwargs)  # type: ignore[arg-type]
+    tp = prompt.shape[1]
+    stepper.reset(prompt, None if actions is None else actions[:, : tp - 1], embodiment)
+    return stepper
 
 
 @torch.no_grad()
@@ -240,9 +246,7 @@ def generate(
     ``use_cache``, ``generator``, ...). Returns ``[B, Tp + num_frames, ...]``.
     """
     tp = prompt_tokens.shape[1]
-    _check_actions(model, actions, tp + num_frames - 1)
-    stepper = FrameStepper(model, **kwargs)  # type: ignore[arg-type]
-    stepper.reset(prompt_tokens, None if actions is None else actions[:, : tp - 1], embodiment)
+    stepper = _start(model, prompt_tokens, actions, embodiment, tp + num_frames - 1, kwargs)
     out = [prompt_tokens.to(stepper.device)]
     for i in range(num_frames):
         action = None if actions is None else actions[:, tp - 1 + i]
@@ -264,9 +268,7 @@ def teacher_forced(
     prediction, so the whole window costs about one pass per frame plus the sampling steps.
     """
     t_total = tokens.shape[1]
-    _check_actions(model, actions, t_total - 1)
-    stepper = FrameStepper(model, **kwargs)  # type: ignore[arg-type]
-    stepper.reset(tokens[:, :1], None, embodiment)
+    stepper = _start(model, tokens[:, :1], actions, embodiment, t_total - 1, kwargs)
     out = [tokens[:, :1].to(stepper.device)]
     gt = model.to_trunk_tokens(tokens.to(stepper.device))
     for t in range(1, t_total):
