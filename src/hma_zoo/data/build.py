@@ -56,12 +56,14 @@ MIXTURES: dict[str, dict[str, Any]] = {
     },
     "sim-mix-mini": {
         "description": "4 embodiments (dmc_cartpole 1-D, pusht 2-D, metaworld_sawyer 4-D, dmc_cheetah 6-D), "
-                       "24 episodes x 25 frames each, 64x64; for the quickstart and tests",
+                       "30 episodes x 33 frames each (24 train / 6 val), 64x64; 33 frames let evaluation roll out "
+                       "to 4x an 8-frame window; for the quickstart and tests",
+        "val_fraction": 0.2,
         "specs": lambda: [
-            SourceSpec("dmc", "dmc_cartpole", 24, 24 * 4, 4, {"domain": "cartpole", "task": "swingup"}),
-            SourceSpec("dmc", "dmc_cheetah", 24, 24 * 4, 4, {"domain": "cheetah", "task": "run"}),
-            SourceSpec("pusht", "pusht", 24, 24, 1, {}),
-            SourceSpec("metaworld", "metaworld_sawyer", 24, 24 * 4, 4, {"tasks": ["reach-v3", "push-v3"]}),
+            SourceSpec("dmc", "dmc_cartpole", 30, 32 * 4, 4, {"domain": "cartpole", "task": "swingup"}),
+            SourceSpec("dmc", "dmc_cheetah", 30, 32 * 4, 4, {"domain": "cheetah", "task": "run"}),
+            SourceSpec("pusht", "pusht", 30, 32, 1, {}),
+            SourceSpec("metaworld", "metaworld_sawyer", 30, 32 * 4, 4, {"tasks": ["reach-v3", "push-v3"]}),
         ],
     },
     "sim-mix-test": {
@@ -205,5 +207,14 @@ def build_dataset(
 
 def build_mixture(name: str, out_dir: str | os.PathLike, workers: int = 2, episodes: int | None = None,
                   **kwargs: Any) -> dict[str, Any]:
-    """Build the named mixture (``sim-mix``, ``sim-mix-mini``, ``sim-mix-test``) into ``out_dir``."""
+    """Build the named mixture (``sim-mix``, ``sim-mix-mini``, ``sim-mix-test``) into ``out_dir``; the mixture's own
+    ``val_fraction`` applies unless one is passed."""
+    kwargs.setdefault("val_fraction", mixture_val_fraction(name))
     return build_dataset(mixture_specs(name, episodes), out_dir, workers=workers, name=name, **kwargs)
+
+
+def mixture_val_fraction(name: str) -> float:
+    """The share of episodes a named mixture puts in its val split (0.1 unless the mixture says otherwise)."""
+    if name not in MIXTURES:
+        raise KeyError(f"unknown mixture {name!r}; known: {sorted(MIXTURES)}")
+    return float(MIXTURES[name].get("val_fraction", 0.1))

@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--encoding", choices=["npy", "mp4"], default="npy")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--val-fraction", type=float, default=0.1)
+    b.add_argument("--val-fraction", type=float, default=None,
+                   help="share of episodes in the val split (default: the mixture's own, else 0.1)")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--list", action="store_true", help="list the named mixtures and exit")
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "build":
-        from hma_zoo.data.build import build_dataset, list_mixtures, mixture_specs
+        from hma_zoo.data.build import build_dataset, list_mixtures, mixture_specs, mixture_val_fraction
         from hma_zoo.data.sources.base import SourceSpec
 
         if args.list:
@@ -142,15 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         if bool(args.mixture) == bool(args.gym_env):
             print("give exactly one of --mixture NAME or --gym-env ID", file=sys.stderr)
             return 2
+        val_fraction = args.val_fraction
         if args.mixture:
             specs, name = mixture_specs(args.mixture, args.episodes), args.mixture
+            if val_fraction is None:
+                val_fraction = mixture_val_fraction(args.mixture)
         else:
             emb = args.name or "gym_" + "".join(c if c.isalnum() else "_" for c in args.gym_env).lower()
             specs = [SourceSpec("gym", emb, args.episodes or 20, args.steps, args.stride,
                                 {"env_id": args.gym_env, "policy": args.policy})]
             name = emb
+        if val_fraction is None:
+            val_fraction = 0.1
         manifest = build_dataset(specs, args.out, workers=args.workers, image_size=(args.image_size,) * 2,
-                                 encoding=args.encoding, seed=args.seed, val_fraction=args.val_fraction,
+                                 encoding=args.encoding, seed=args.seed, val_fraction=val_fraction,
                                  overwrite=args.overwrite, name=name)
         print(_stats_table(manifest))
         return 0
