@@ -177,6 +177,9 @@ class WindowDataset(IterableDataset):
             out = {"tokens": t.long() if not t.is_floating_point() else t.float()}
         out.update(actions=torch.from_numpy(a), action_valid=torch.from_numpy(valid), embodiment=comp.name,
                    episode_id=ep.episode_id, start=int(start))
+        if ep.proprio is not None:  # the recorded state at each window frame (for the state probe)
+            idx = int(start) + comp.spec.frame_skip * np.arange(comp.spec.window)
+            out["state"] = torch.from_numpy(np.ascontiguousarray(ep.proprio[idx], dtype=np.float32))
         return out
 
     def consumer_counts(self, n_consumers: int) -> list[int]:
@@ -260,6 +263,8 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
     samples = [s for s in samples if s is not None]
     out: dict[str, Any] = {}
     for key in samples[0]:
+        if key == "state":
+            continue
         vals = [s[key] for s in samples]
         if isinstance(vals[0], torch.Tensor):
             # numpy stacking: torch.stack of uint8 CPU tensors measured ~1000x slower here (torch 2.14.1)
@@ -268,7 +273,22 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = torch.tensor(vals)
         else:
             out[key] = vals
+    if any("state" in s for s in samples):
+        out.update(_collate_state(samples))
     return out
+
+
+def _collate_state(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """``state`` float32 ``[B, T, P_max]`` (each embodiment's proprio, zero-padded on the right) and ``state_valid``
+    bool ``[B]`` (False for a sample whose episode recorded no state)."""
+    states = [s.get("state") for s in samples]
+    ref = next(s for s in states if s is not None)
+    width = max(s.shape[-1] for s in states if s is not None)
+    out = np.zeros((len(states), ref.shape[0], width), np.float32)
+    for i, s in enumerate(states):
+        if s is not None:
+            out[i, :, : s.shape[-1]] = s.numpy()
+    return {"state": torch.from_numpy(out), "state_valid": torch.tensor([s is not None for s in states])}
 
 
 def build_components(manifests: list[dict[str, Any]], split: str, window: int, frame_skip: dict[str, int],
