@@ -4,6 +4,10 @@
 
     hma-zoo evaluate --ckpt outputs/quickstart/world_model --tokenizer outputs/quickstart/tokenizer \
         --data data/sim-mix-mini --max-windows 32 --rollout --out outputs/quickstart/eval
+    hma-zoo evaluate --ckpt ... --tokenizer ... --data ... --loss-only      # no sampling: loss, perplexity
+
+With ``--rollout`` the rollouts run over ``--horizon-multiple`` (4) x the window; the state error needs a probe
+(``hma-zoo probe fit --data DIR`` writes ``DIR/probe``, found there by default).
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None, help="frames per window (default: model max_frames)")
     p.add_argument("--prompt-frames", type=int, default=1, help="ground-truth frames a rollout starts from")
     p.add_argument("--rollout", action="store_true", help="also evaluate autoregressive rollouts")
+    p.add_argument("--horizon-multiple", type=int, default=4,
+                   help="rollouts run over this many windows (per-step rows and horizons.png); default 4")
+    p.add_argument("--probe", default=None, help="state probe folder (default: DATA/probe if it exists)")
+    p.add_argument("--no-policy", action="store_true", help="skip the policy-mode rows")
+    p.add_argument("--loss-only", action="store_true",
+                   help="no sampling: masked loss, perplexity and its split over changing / static tokens")
     p.add_argument("--steps", type=int, default=2, help="MaskGIT/MAR steps per frame")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--random-draws", type=int, default=3, help="random-action draws for delta-PSNR")
@@ -63,15 +73,29 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from hma_zoo.eval.features import load_fid, load_fvd
-    from hma_zoo.eval.rollout import evaluate
+    from hma_zoo.eval.rollout import evaluate, evaluate_loss
     from hma_zoo.tokenizers import load_tokenizer
 
     for path in (args.data,):
         if "://" not in path and not Path(path).exists():
             print(f"hma-zoo evaluate: data {path!r} does not exist; build it with `hma-zoo data build`")
             return 2
+    if args.probe is not None and not Path(args.probe).is_dir():
+        print(f"hma-zoo evaluate: probe {args.probe!r} does not exist; fit one with "
+              f"`hma-zoo probe fit --data {args.data}`")
+        return 2
     model = load_world_model(args.ckpt)
     tokenizer = load_tokenizer(args.tokenizer)
+    if args.loss_only:
+        result = evaluate_loss(model, tokenizer, args.data, split=args.split, max_windows=args.max_windows,
+                               batch_size=args.batch_size, window=args.window, seed=args.seed)
+        print(result["markdown"])
+        for note in result["notes"]:
+            print(f"- {note}")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "metrics_loss.json").write_text(json.dumps(result, indent=1))
+        return 0
     if args.fid_weights is None:
         load_fid(None)
     if args.fvd_weights is None:
@@ -81,8 +105,9 @@ def main(argv: list[str]) -> int:
                     "evaluate(); the own-feature distance is reported")
     result = evaluate(model, tokenizer, args.data, split=args.split, max_windows=args.max_windows,
                       batch_size=args.batch_size, window=args.window, prompt_frames=args.prompt_frames,
-                      rollout=args.rollout, steps=args.steps, temperature=args.temperature,
-                      random_draws=args.random_draws, seed=args.seed, out_dir=args.out, num_gifs=args.num_gifs,
+                      rollout=args.rollout, horizon_multiple=args.horizon_multiple, steps=args.steps,
+                      temperature=args.temperature, random_draws=args.random_draws, seed=args.seed,
+                      probe=args.probe, policy=not args.no_policy, out_dir=args.out, num_gifs=args.num_gifs,
                       lpips_weights=args.lpips_weights)
     result["settings"].update(ckpt=args.ckpt, tokenizer=args.tokenizer, data=args.data, threads=torch.get_num_threads(),
                               cpu_count=os.cpu_count())
