@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("hma_zoo.data.commands", "build, tokenize, validate and inspect datasets"),
     "models": ("hma_zoo.registry", "list registered variants with parameter counts"),
     "evaluate": ("hma_zoo.eval.commands", "evaluate a checkpoint: metrics, baselines, rollout videos"),
+    "probe": ("hma_zoo.eval.probe", "fit an action-following state probe (frame -> state) on a dataset"),
     "card": ("hma_zoo.cards", "render the model card of a saved model from its measured metadata"),
     "quickstart": ("hma_zoo.quickstart", "the README's main job: data, tokenizer, world model, rollout, metrics"),
 }
