@@ -1,4 +1,5 @@
-"""hma_zoo.Simulator: step-by-step rollouts equal batch generation, batch = separate runs, constant memory."""
+"""hma_zoo.Simulator: step-by-step (cached) rollouts equal uncached recomputation past the window, batch = separate
+runs, constant memory."""
 
 from __future__ import annotations
 
@@ -23,18 +24,51 @@ def world() -> tuple[torch.nn.Module, PixelClassTokenizer]:
     return make_model(conditioned=True, seed=3), PixelClassTokenizer()
 
 
-def test_step_rollout_equals_uncached_generate(world) -> None:
-    model, tok = world
-    tokens, actions = square_videos(2, 6, torch.Generator().manual_seed(0))
+class Gray16Tokenizer:
+    """Ids ``[B, T, 8, 8]`` in ``0..15`` <-> uint8 grey 8x8 frames (level ``17 * id``): a 16-token vocabulary."""
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return (frames[..., 0].long() // 17).clamp_max(15)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens * 17).to(torch.uint8).unsqueeze(-1).expand(*tokens.shape, 3).contiguous()
+
+
+def _gray16_model(seed: int) -> torch.nn.Module:
+    """An untrained 16-token model (4 x 4 factors), weights perturbed so that no path is a no-op."""
+    torch.manual_seed(seed)
+    tokens = TokenSpec(kind="vq", grid=(8, 8), vocab_size=16, factor_sizes=(4, 4))
+    model = hma_zoo.create_model("hma-vq-test", embodiments=[EMB], tokens=tokens,
+                                 conditioning={"mode": "add", "action_dropout": 0.0},
+                                 trunk={"d_model": 32, "depth": 2, "num_heads": 2, "max_frames": 4},
+                                 predict_actions=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_step_rollout_equals_uncached_generate_at_3x_the_window(seed: int) -> None:
+    """The simulator's cached steps equal recomputing the whole sequence (sliding-window model) far past the
+    window, with a 16-token vocabulary."""
+    model, tok = _gray16_model(seed), Gray16Tokenizer()
+    window = model.config.trunk.max_frames
+    g = torch.Generator().manual_seed(seed)
+    n = 3 * window
+    tokens = torch.randint(0, 16, (2, 2, 8, 8), generator=g)
+    actions = torch.randn(2, n + 1, 2, generator=g)
     sim = Simulator(model, tok, steps=2, temperature=0.0, unmask="confidence")
-    first = sim.reset(frames_from_tokens(tokens[:, :2]), actions[:, :1], embodiment="square")
+    first = sim.reset(tok.decode(tokens), actions[:, :1], embodiment="square")
     assert first.shape == (2, 8, 8, 3) and first.dtype == torch.uint8
-    out = sim.rollout(actions[:, 1:5])  # 4 frames; 6 frames in total > window 4: the window slides
-    ref = model.generate(tokens[:, :2], actions, ["square"] * 2, num_frames=4, steps=2, temperature=0.0,
+    out = sim.rollout(actions[:, 1:n + 1])  # 2 + 12 frames: the window of 4 slides 10 times
+    ref = model.generate(tokens, actions, ["square"] * 2, num_frames=n, steps=2, temperature=0.0,
                          unmask="confidence", use_cache=False)
-    assert out.shape == (2, 4, 8, 8, 3)
-    assert torch.equal(out, frames_from_tokens(ref[:, 2:]))
-    assert torch.equal(sim.frames, frames_from_tokens(ref))
+    assert out.shape == (2, n, 8, 8, 3)
+    assert torch.equal(out, tok.decode(ref[:, 2:]))
+    assert torch.equal(sim.frames, tok.decode(ref))
+    assert ref[:, 2:].unique().numel() >= 4
+    assert sim.stepper.frames.shape[1] == window - 1  # the cached context stays bounded
 
 
 def test_batch_of_two_equals_two_single_runs(world) -> None:

@@ -62,7 +62,7 @@ class SelfAttention(nn.Module):
 
         ``positions`` ``[L]`` are the absolute positions of ``x`` for rotary embedding. With ``past_kv`` the
         queries attend to the cached keys (all in the past) and causally to the new ones; with ``window`` each
-        query sees at most ``window`` keys (itself included): a sliding-window causal mask.
+        query sees at most ``window`` keys (itself included): a sliding-window causal mask, for any ``L``.
 
         Returns:
             The output ``[N, L, D]`` and this call's (rotated) keys and values ``[N, H, L, E]`` for caching.
@@ -82,7 +82,8 @@ class SelfAttention(nn.Module):
             k = torch.cat((past_kv[0], k), dim=2)
             v = torch.cat((past_kv[1], v), dim=2)
         total = past + length
-        if causal and (past > 0 or window is not None) and (length > 1 or (window is not None and total > window)):
+        slides = window is not None and total > window  # some query would see more than `window` keys
+        if causal and (slides or (past > 0 and length > 1)):
             # causal, and with a window: a query at index i sees keys j with i - window < j <= i
             q_idx = torch.arange(past, total, device=x.device).unsqueeze(1)
             k_idx = torch.arange(total, device=x.device).unsqueeze(0)

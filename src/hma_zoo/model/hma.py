@@ -189,10 +189,11 @@ class HMA(nn.Module):
         emb = route(self.action_stems, emb_idx, (normed,), (*rows.shape[1:-1], d))
         return torch.where(cond_unknown.unsqueeze(-1), self.unknown_action.to(emb.dtype), emb)
 
-    def _run(self, x_img: torch.Tensor, a: torch.Tensor | None, cache: KVCache | None = None, commit: bool = False,
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, x_img: torch.Tensor, a: torch.Tensor | None, cache: KVCache | None = None,
+             commit: bool | int = False, window: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Assemble the spatial sequence (image + action tokens), run the trunk; -> image outputs ``[B,T,S,D]``
-        and a per-frame feature ``[B,T,D]`` for the action heads."""
+        and a per-frame feature ``[B,T,D]`` for the action heads. ``window``: temporal attention span in frames
+        (default ``cache.window`` with a cache, else ``trunk.max_frames``); see :class:`~hma_zoo.model.trunk.Trunk`."""
         mode = self.config.conditioning.mode
         ctx = None
         x = x_img
@@ -202,7 +203,7 @@ class HMA(nn.Module):
                 ctx = tokens
             else:
                 x = torch.cat((x_img, tokens), dim=2)
-        h = self.trunk(x, a, ctx, cache=cache, commit=commit)
+        h = self.trunk(x, a, ctx, cache=cache, commit=commit, window=window)
         h_img = h[:, :, : self.num_tokens]
         feat = h[:, :, self.num_tokens :].mean(2) if h.shape[2] > self.num_tokens else h_img.mean(2)
         return h_img, feat
@@ -224,10 +225,15 @@ class HMA(nn.Module):
         action_mask: torch.Tensor | None = None,
         corrupt: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass over a window.
+        """Teacher-forced pass over a sequence of any length.
+
+        Every frame attends to at most ``trunk.max_frames`` frames (itself included) at every layer, so a window
+        longer than ``max_frames`` is exactly the computation that the KV cache of
+        :class:`~hma_zoo.sampling.FrameStepper` performs on a rollout of that length (frame 0 with the unknown
+        action, later frames with their real actions).
 
         Args:
-            tokens: ``[B,T,h,w]`` ids or ``[B,T,h,w,c]`` latents, ``T <= trunk.max_frames``.
+            tokens: ``[B,T,h,w]`` ids or ``[B,T,h,w,c]`` latents, any ``T >= 1``.
             actions: raw ``[B,T,A_max]`` (``None`` = all unknown).
             embodiment: names or indices, one per sample.
             token_mask: ``bool [B,T,h,w]`` (or ``[B,T,S]``), True = hidden.
@@ -239,9 +245,6 @@ class HMA(nn.Module):
             or mar conditions z [B,T,S,D]}``.
         """
         b, t = tokens.shape[:2]
-        if t > self.config.trunk.max_frames:
-            raise ValueError(f"window of {t} frames exceeds max_frames={self.config.trunk.max_frames}; "
-                             "use generate()/FrameStepper for longer rollouts")
         emb_idx = self.embodiment_index(embodiment, b)
         x = self.to_trunk_tokens(tokens)
         mask = self.to_trunk_mask(token_mask) if token_mask is not None else None

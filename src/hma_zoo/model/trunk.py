@@ -13,8 +13,12 @@ The adaLN branch follows the paper's residual modulation layer; it is shared by 
 differences enter through the per-embodiment stems), which keeps the parameter count of the paper with one
 embodiment and does not grow the trunk with the number of robots.
 
-Time positions are rotary (relative), so a KV cache over past frames stays valid when a long rollout slides
-its window: each frame attends to at most ``max_frames`` frames (itself included), in training and inference.
+The trunk is a **sliding-window causal transformer in time**: at every layer, each frame attends to at most
+``max_frames`` frames (itself included), for any sequence length. Time positions are rotary (relative) and
+absolute from the first frame of the sequence. A KV cache over past frames therefore computes exactly what a
+full pass over the whole sequence computes (the keys of an old frame carry its own history, as in the full pass),
+and a sequence longer than ``max_frames`` (a long rollout, or a training window longer than the span) is the
+same computation in training and inference.
 """
 
 from __future__ import annotations
@@ -172,19 +176,25 @@ class Trunk(nn.Module):
         ctx: torch.Tensor | None = None,
         cache: KVCache | None = None,
         commit: bool | int = False,
+        window: int | None = None,
     ) -> torch.Tensor:
         """Run the blocks on frames ``x`` ``[B, T, S', D]`` -> ``[B, T, S', D]`` (final-normed).
 
+        Every frame attends to at most ``window`` frames, itself included (default: ``cache.window`` with a
+        cache, else ``max_frames``), for any ``T``: a sliding-window causal mask in time.
+
         With a ``cache`` the frames are the ones right after the cached ones (positions continue from
-        ``cache.next_pos``) and every frame attends to at most ``cache.window`` frames; ``commit=True`` appends
-        all frames' keys/values to the cache afterwards, ``commit=n`` only the first ``n`` frames' (so a finished
-        frame can be committed in the same pass that starts the next one). Without a cache the frames start at
-        position 0; training windows never exceed ``max_frames``.
+        ``cache.next_pos``); ``commit=True`` appends all frames' keys/values to the cache afterwards, ``commit=n``
+        only the first ``n`` frames' (so a finished frame can be committed in the same pass that starts the next
+        one). Without a cache the frames start at position 0 and ``T`` may exceed the window (the mask slides).
         """
         t = x.shape[1]
         start = cache.next_pos if cache is not None else 0
         positions = torch.arange(start, start + t, device=x.device)
-        window = cache.window if cache is not None else None
+        if window is None:
+            window = cache.window if cache is not None else self.config.max_frames
+        elif cache is not None and window != cache.window:
+            raise ValueError(f"window {window} differs from the cache's window {cache.window}")
         n_commit = t if commit is True else int(commit)
         new_kv = []
         for i, block in enumerate(self.blocks):

@@ -1,12 +1,16 @@
 """Frame-by-frame generation with a KV cache over past frames, and the ``generate`` / ``teacher_forced`` loops.
 
-With the cache, frames already given or generated are never recomputed: each MaskGIT/MAR step runs the trunk
-on the one frame being generated, reading the cached temporal keys/values; one more pass commits the finished
-frame to the cache. Rollouts longer than the window slide at constant memory (the cache keeps
-``window - 1`` frames; rotary time positions make the kept keys valid as positions advance).
+The model is a sliding-window causal transformer in time (every frame attends to at most ``window`` frames,
+itself included, at every layer; see :mod:`hma_zoo.model.trunk`). With the cache, frames already given or
+generated are never recomputed: each MaskGIT/MAR step runs the trunk on the one frame being generated, reading the
+cached temporal keys/values; the finished frame is committed to the cache in the same pass as the next frame's
+first step. Rollouts longer than the window run at constant memory (the cache keeps ``window - 1`` frames; rotary
+time positions keep the kept keys valid as positions advance).
 
-``use_cache=False`` recomputes the whole context at every step (the original's behaviour); with greedy
-decoding both give the same frames (tested), which is how the cache is checked.
+``use_cache=False`` is the reference: it keeps **every** frame so far and runs the whole sequence from position 0
+through the trunk with the sliding-window mask at every step. That is exactly the computation the cache
+performs, for any rollout length, so greedy decoding gives the same frames both ways (tested well past the
+window). Its cost and memory grow with the rollout; it exists to check the cache.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ class FrameStepper:
         top_k: ``vq`` only: keep the k most likely values of each factor.
         unmask: ``vq`` only: ``"random"`` (paper default) or ``"confidence"``.
         cfg_scale: classifier-free guidance on actions (1 = off); needs a model trained with action dropout.
-        window: frames the model attends to (default ``trunk.max_frames``).
+        window: frames each frame attends to, itself included (default ``trunk.max_frames``, the span the model
+            was trained with; a smaller value shortens the span for both the cached and the reference path).
         diffusion_steps: ``mar`` only: respaced diffusion steps (default ``diffusion.sample_steps``).
-        use_cache: ``False`` recomputes the context every step (reference path for tests and benchmarks).
+        use_cache: ``False`` recomputes the whole sequence every step (reference path for tests and benchmarks;
+            memory grows with the rollout).
         generator: random generator for reproducible sampling.
     """
 
@@ -110,13 +116,9 @@ class FrameStepper:
         self.cache = KVCache(self.window) if self.use_cache else None
         self._pending = False
         if self.cache is not None:
-            # Commit the prompt in window-sized pieces so no frame ever attends past the window.
+            # Commit the prompt in window-sized pieces (bounded activations; the mask slides across pieces).
             for start in range(0, tp, self.window):
                 stop = min(start + self.window, tp)
-                if start > 0:
-                    for t in range(start, stop):
-                        self._commit(t)
-                    continue
                 x = model.embed_video(self.frames[:, start:stop], None)
                 a = model.embed_actions(rows[:, start:stop], unks[:, start:stop], self.run_idx)
                 model._run(x, a, cache=self.cache, commit=True)
@@ -134,7 +136,10 @@ class FrameStepper:
         model._run(x, a, cache=self.cache, commit=True)
 
     def _trim(self) -> None:
-        """Keep only the frames the next step can attend to (constant memory on long rollouts)."""
+        """With the cache, keep only the last ``window - 1`` frames (constant memory on long rollouts; the cache
+        holds their keys). The reference path keeps every frame: it recomputes the whole sequence."""
+        if self.cache is None:
+            return
         keep = self.window - 1
         if self.frames.shape[1] > keep:
             self.frames = self.frames[:, -keep:] if keep > 0 else self.frames[:, :0]
@@ -160,12 +165,13 @@ class FrameStepper:
                     commit, self._pending = 1, False
                 h, _ = model._run(xe, a, cache=self.cache, commit=commit)
             else:
+                # the whole sequence from position 0, sliding-window mask: what the cache computes
                 frames = torch.cat((self.frames, x.unsqueeze(1)), 1)
                 mask = torch.zeros(frames.shape[:3], dtype=torch.bool, device=x.device)
                 mask[:, -1] = hidden
                 xe = model.embed_video(frames, mask)
                 a = model.embed_actions(torch.cat((self.rows, row), 1), torch.cat((self.unks, unk), 1), self.run_idx)
-                h, _ = model._run(xe, a)
+                h, _ = model._run(xe, a, window=self.window)
             h = h[:, -1]
             return model.video_head(h) if model.kind == "vq" else model.video_head.condition(h)
 
@@ -176,6 +182,25 @@ class FrameStepper:
         if self._pending and self.cache is not None:
             self._pending = False
             self._commit(self.frames.shape[1] - 1)
+
+    @torch.no_grad()
+    def next_output(self, action: torch.Tensor | None, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's output for the frame that follows ``action`` given the held past, without committing it.
+
+        Args:
+            action: raw row ``[B, A]`` executed after the latest frame (``None``: unknown).
+            x: the next frame's trunk-level tokens ``[N, S]`` (``vq``) or ``[N, S, P]`` (``mar``); ``N = 2B`` under
+                classifier-free guidance (conditional rows, then unconditional).
+            hidden: ``bool [N, S]``, True = that token is replaced by the mask token.
+
+        Returns:
+            ``vq`` logits ``[N, S, sum F]`` or ``mar`` diffusion conditions ``[N, S, D]``: what the MaskGIT / MAR
+            samplers read at each step (and what ``HMA.forward`` gives for that frame of the whole sequence).
+        """
+        if self.frames is None:
+            raise RuntimeError("call reset() before stepping")
+        row, unk = self._rows(action)
+        return self._run_fn(row, unk)(x.to(self.device), hidden.to(self.device))
 
     @torch.no_grad()
     def sample_next(self, action: torch.Tensor | None) -> torch.Tensor:
