@@ -79,13 +79,22 @@ class GaussianDiffusion(nn.Module):
         """Draw ``x0`` ``[N, dim]`` given ``cond`` ``[N, Dc]`` with respaced DDPM.
 
         With ``cfg_scale != 1`` the condition holds the conditional rows followed by the unconditional rows
-        (``[2N, Dc]``) and epsilon is ``eps_u + cfg_scale * (eps_c - eps_u)``. ``temperature`` scales the noise
-        injected at every step (as in MAR); 0 gives a deterministic sample.
+        (``[2N, Dc]``) and epsilon is ``eps_u + cfg_scale * (eps_c - eps_u)``.
+
+        ``temperature`` scales the standard deviation of the initial noise ``x_T ~ N(0, temperature^2)`` and of the
+        noise injected at every step (MAR scales only the latter, so its temperature 0 still depends on the
+        initial draw). ``temperature == 0`` starts from ``x_T = 0`` and injects nothing: the sample is a
+        deterministic function of ``cond``, and the generator is not used at all.
         """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         guided = cfg_scale != 1.0
         n = cond.shape[0] // 2 if guided else cond.shape[0]
         ts, abar = self.respaced(steps)
-        x = torch.randn(n, dim, device=cond.device, dtype=cond.dtype, generator=generator)
+        if temperature > 0:
+            x = temperature * torch.randn(n, dim, device=cond.device, dtype=cond.dtype, generator=generator)
+        else:
+            x = torch.zeros(n, dim, device=cond.device, dtype=cond.dtype)
         for i, t in enumerate(ts):
             ab = abar[i]
             ab_prev = abar[i + 1] if i + 1 < len(ts) else torch.ones((), dtype=ab.dtype, device=ab.device)
@@ -99,7 +108,7 @@ class GaussianDiffusion(nn.Module):
             coef_x0 = (ab_prev.sqrt() * beta / (1 - ab)).to(x.dtype)
             coef_xt = ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)).to(x.dtype)
             mean = coef_x0 * x0 + coef_xt * x
-            if i + 1 < len(ts):
+            if i + 1 < len(ts) and temperature > 0:
                 var = (beta * (1 - ab_prev) / (1 - ab)).to(x.dtype)
                 noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
                 x = mean + temperature * var.sqrt() * noise
