@@ -117,3 +117,27 @@ def test_cosine_ratio_and_apply_corruption() -> None:
     out = apply_corruption(tokens, corrupt, 1 << 20, generator=_gen(0))
     assert torch.equal(out[~corrupt], tokens[~corrupt])
     assert (out[corrupt] != tokens[corrupt]).any()
+
+
+@pytest.mark.parametrize("u_min", [None, 0.0])
+def test_mar_with_patches_realises_the_same_mask_ratio_as_vq(u_min: float | None) -> None:
+    """Masks are drawn on the trunk's grid (patches for ``mar``), so patch 2 keeps the schedule's mean ratio
+    (a latent-grid mask would hide a whole patch when any of its 4 positions is drawn: 0.6 -> 0.86)."""
+    from hma_zoo.configs import EmbodimentSpec, TokenSpec
+    from hma_zoo.lit.world_model import HMALitModule
+
+    embodiments = (EmbodimentSpec("arm", 2, 1),)
+    cfg = MaskingConfig(non_mlm_ratio=0.0, max_corrupt_rate=0.0, mask_u_min=u_min)
+    mar = HMALitModule("hma-mar-test", embodiments=embodiments, masking=cfg, overrides={"tokens": TokenSpec(
+        kind="mar", grid=(8, 8), latent_channels=3, patch_size=2, vocab_size=1, factor_sizes=(1,))})
+    vq = HMALitModule("hma-vq-test", embodiments=embodiments, masking=cfg)
+    ratios = {}
+    for name, lit in (("mar", mar), ("vq", vq)):
+        m = lit._masks(2000, 3, torch.device("cpu"), _gen(8))
+        trunk_mask = lit.model.to_trunk_mask(m.token_mask)  # what the loss and the model see
+        assert trunk_mask.shape == (2000, 3, 16)
+        ratios[name] = trunk_mask[:, 1:].float().mean().item()
+    expect = 2 / math.pi if u_min == 0.0 else (2 / math.pi) * (1 - math.sin(0.05 * math.pi)) / 0.9
+    assert abs(ratios["mar"] - expect) < 0.02, ratios
+    if u_min == 0.0:  # same schedule: the realised ratios agree
+        assert abs(ratios["mar"] - ratios["vq"]) < 0.02, ratios

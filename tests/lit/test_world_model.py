@@ -1,4 +1,5 @@
-"""HMALitModule without a Trainer: optimiser groups, schedule, a loss that falls, fine-tuning paths."""
+"""HMALitModule without a Trainer: optimiser groups, schedule, a loss that falls, fine-tuning paths, validation
+metrics (named by their ground truth, action-free delta-PSNR exactly 0)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from hma_zoo.configs import EmbodimentSpec
-from hma_zoo.lit.world_model import HMALitModule, load_world_model, psnr_uint8, warmup_schedule, weight_decay_groups
+from hma_zoo.lit.synthetic import SyntheticDataModule
+from hma_zoo.lit.world_model import HMALitModule, load_world_model, warmup_schedule, weight_decay_groups
 
 from .conftest import token_batch
 
@@ -47,6 +49,20 @@ def test_warmup_then_constant_or_cosine() -> None:
     assert warmup_schedule(999, 10, "cosine", 110, 0.1) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="total_steps"):
         warmup_schedule(20, 10, "cosine", None, 0.1)
+    # a progress floor (train_tokenizer's time budget) moves the cosine along, never back
+    assert warmup_schedule(10, 10, "cosine", 110, 0.1, progress_floor=1.0) == pytest.approx(0.1)
+    assert warmup_schedule(60, 10, "cosine", 110, 0.1, progress_floor=0.2) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_one_schedule_for_every_trainer(monkeypatch) -> None:
+    """The world model, the Lightning tokenizer and train_tokenizer all call hma_zoo.schedules.warmup_schedule."""
+    import hma_zoo.lit.tokenizer as lit_tok
+    import hma_zoo.lit.world_model as lit_wm
+    import hma_zoo.schedules as schedules
+    import hma_zoo.tokenizers.train as tok_train
+
+    assert lit_wm.warmup_schedule is schedules.warmup_schedule is lit_tok.warmup_schedule
+    assert tok_train.warmup_schedule is schedules.warmup_schedule
 
 
 def _train(lit: HMALitModule, steps: int, batch: dict) -> list[float]:
@@ -88,6 +104,15 @@ def test_window_from_data_raises_max_frames(embodiments) -> None:
     assert lit.model.config.trunk.max_frames == 6
 
 
+def test_explicit_max_frames_trains_on_longer_windows(embodiments) -> None:
+    """``window: 8`` with ``trunk.max_frames: 4`` keeps the 4-frame span and trains on 8-frame windows."""
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments, window=8, overrides={"trunk": {"max_frames": 4}},
+                       lr=3e-3, warmup_steps=0)
+    assert lit.model.config.trunk.max_frames == 4
+    losses = _train(lit, 3, token_batch(t=8))
+    assert all(math.isfinite(x) for x in losses)
+
+
 def test_freeze_trunk_and_ema(embodiments) -> None:
     lit = HMALitModule("hma-vq-test", embodiments=embodiments, freeze_trunk=True, ema_decay=0.5, lr=1e-2,
                        warmup_steps=0)
@@ -98,11 +123,20 @@ def test_freeze_trunk_and_ema(embodiments) -> None:
     assert not torch.equal(stem_before, lit.model.action_stems[0].net[0].weight)
     _, names = weight_decay_groups(lit.model, 0.1)
     assert not any(n.startswith("trunk.") for n in names["decay"] + names["no_decay"])
-    # EMA with decay 0.5: ema <- 0.5 ema + 0.5 model
+    # EMA warm-up: the first update uses decay min(0.5, 1/10) = 0.1: ema <- 0.1 ema + 0.9 model
+    assert int(lit.ema_num_updates) == 0 and lit.ema_decay_now() == pytest.approx(0.1)
+    ema_w = lit.ema.action_stems[0].net[0].weight.detach().clone()
+    lit._update_ema()
+    expect = 0.1 * ema_w + 0.9 * lit.model.action_stems[0].net[0].weight.detach()
+    assert torch.allclose(lit.ema.action_stems[0].net[0].weight, expect)
+    # warmed up: decay 0.5: ema <- 0.5 ema + 0.5 model
+    lit.ema_num_updates.fill_(100)
+    assert lit.ema_decay_now() == 0.5
     ema_w = lit.ema.action_stems[0].net[0].weight.detach().clone()
     lit._update_ema()
     expect = 0.5 * ema_w + 0.5 * lit.model.action_stems[0].net[0].weight.detach()
     assert torch.allclose(lit.ema.action_stems[0].net[0].weight, expect)
+    assert int(lit.ema_num_updates) == 101
     assert lit.eval_model() is lit.ema
 
 
@@ -129,11 +163,56 @@ def test_ckpt_roundtrip_through_load_world_model(tmp_path, embodiments) -> None:
         assert torch.equal(v, model.state_dict()[k]), k
 
 
-def test_psnr_uint8_hand_values() -> None:
-    a = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
-    b = a.clone()
-    b[1] = 255
-    b[0, 0, 0, 0] = 16  # mse = 256 / 48
-    p = psnr_uint8(b, a)
-    assert p[0].item() == pytest.approx(10 * math.log10(255**2 / (256 / 48)), rel=1e-5)
-    assert p[1].item() == pytest.approx(0.0, abs=1e-5)
+def test_one_psnr_for_validation_evaluation_and_tokenizers() -> None:
+    import hma_zoo.lit.tokenizer as lit_tok
+    import hma_zoo.lit.world_model as lit_wm
+    import hma_zoo.tokenizers.train as tok_train
+    from hma_zoo.eval import metrics
+
+    assert lit_wm.psnr is metrics.psnr and tok_train.psnr is metrics.psnr
+    assert lit_tok.image_psnr is tok_train.image_psnr
+    assert not hasattr(lit_wm, "psnr_uint8")
+    # images in [-1, 1] ([N, 3, H, W]): data range 2, values clamped to it; identical images read MAX_PSNR
+    x = torch.zeros(2, 3, 4, 4)
+    y = x.clone()
+    y[0, 0, 0, 0] = 2.0  # clamped to 1: one of 48 values off by 1 -> mse 1/48 on a range of 2
+    p = tok_train.image_psnr(y, x)
+    assert p[0].item() == pytest.approx(10 * math.log10(4 * 48), rel=1e-6)
+    assert p[1].item() == metrics.MAX_PSNR
+
+
+def _val_lit(mode: str = "concat+adaln") -> tuple[HMALitModule, dict]:
+    torch.manual_seed(0)
+    data = SyntheticDataModule(window=3, batch_size=2, train_size=2, val_size=2)
+    lit = HMALitModule("hma-vq-test", embodiments=data.embodiments, max_chunk_dim=data.max_chunk_dim,
+                       window=data.window, tokenizer="tok-vq-test", overrides={"conditioning": {"mode": mode}})
+    batch = next(iter(data.val_dataloader()))
+    return lit, batch
+
+
+def test_validation_psnr_is_named_by_its_ground_truth_and_has_a_copy_baseline(monkeypatch) -> None:
+    import hma_zoo.lit.world_model as lit_wm
+    from hma_zoo.eval import metrics
+
+    calls = []
+    monkeypatch.setattr(lit_wm, "psnr", lambda *a, **k: calls.append(1) or metrics.psnr(*a, **k))
+    lit, batch = _val_lit()
+    real = lit.prediction_metrics(batch, 2)
+    assert set(real) == {"psnr", "delta_psnr", "copy_psnr"} and calls  # the one PSNR of hma_zoo.eval.metrics
+    frames = batch["frames"][:2]
+    assert real["copy_psnr"].item() == pytest.approx(metrics.psnr(frames[:, :-1], frames[:, 1:]).mean().item())
+    tokens_only = {k: v for k, v in batch.items() if k != "frames"}
+    tokens_only["tokens"] = lit.tokenizer.encode(batch["frames"])
+    recon = lit.prediction_metrics(tokens_only, 2)
+    assert set(recon) == {"psnr_vs_recon", "delta_psnr_vs_recon", "copy_psnr_vs_recon"}
+    assert all(torch.isfinite(v) for v in (*real.values(), *recon.values()))
+
+
+def test_action_free_model_has_exactly_zero_delta_psnr() -> None:
+    """Both teacher-forced runs share the sampler's noise and unmasking order: only the actions differ, and an
+    action-free model ignores them."""
+    lit, batch = _val_lit("none")
+    assert lit.model.action_stems is None
+    for _ in range(2):
+        metrics = lit.prediction_metrics(batch, 2)
+        assert metrics["delta_psnr"].item() == 0.0

@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from hma_zoo.configs import EmbodimentSpec
 
-MAX_PSNR = 100.0  # dB reported for identical frames (mse = 0) instead of inf, so means stay finite
+MAX_PSNR = 100.0  # dB for identical frames (normalised mse floored at 1e-10) instead of inf: means stay finite
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -30,19 +30,30 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio of every frame, in dB.
+    """Peak signal-to-noise ratio of every frame, in dB: the project's one PSNR (validation, evaluation and the
+    tokenizer code all call it), computed by ``torchmetrics``' ``peak_signal_noise_ratio`` per frame.
+
+    Identical frames (``mse = 0``) would read ``inf``; the normalised error ``mse / data_range^2`` is floored at
+    ``1e-10`` instead, so they read :data:`MAX_PSNR` (100 dB) and per-sample means over frames stay finite. For
+    uint8 frames any other pair of frames up to about 226x226 pixels reads below 100 dB, so the floor only ever
+    applies to identical frames there.
 
     Args:
         pred, target: frames ``[..., H, W, 3]`` (uint8, or float on the scale of ``data_range``).
-        data_range: the value range (255 for uint8 frames).
+        data_range: the value range (255 for uint8 frames; 2 for images in ``[-1, 1]``).
 
     Returns:
-        ``float32 [...]``: ``10 log10(data_range^2 / mse)`` per frame, capped at :data:`MAX_PSNR` for identical frames.
+        ``float32 [...]``: ``10 log10(data_range^2 / max(mse, 1e-10 data_range^2))`` per frame.
     """
     _check_pair(pred, target)
-    mse = (pred.double() - target.double()).square().mean(dim=(-3, -2, -1))
-    value = 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
-    return value.clamp(max=MAX_PSNR).float()
+    lead = pred.shape[:-3]
+    # float64 on the [0, 1] scale: torchmetrics would take log(data_range) in float32 (3e-7 dB off at 255)
+    x = pred.reshape(-1, *pred.shape[-3:]).double() / data_range
+    y = target.reshape(-1, *target.shape[-3:]).double() / data_range
+    if x.shape[0] == 0:
+        return torch.zeros(lead)
+    value = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return value.clamp(max=MAX_PSNR).float().reshape(lead)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 255.0, kernel_size: int = 11,

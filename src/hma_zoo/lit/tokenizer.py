@@ -10,7 +10,6 @@ tokenizer is written with :func:`hma_zoo.hub.save_pretrained` if ``export_dir`` 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ import lightning.pytorch as pl
 import torch
 
 from hma_zoo import hub
+from hma_zoo.schedules import warmup_schedule
 from hma_zoo.tokenizers import KLTokenizer, create_tokenizer
-from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, psnr, ssim
+from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, ssim
+from hma_zoo.tokenizers.train import image_psnr
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,7 @@ class TokenizerLitModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 10_000
 
         def factor(step: int) -> float:
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            t = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+            return warmup_schedule(step, hp.warmup_steps, "cosine", total, 0.1)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         opts: list[torch.optim.Optimizer] = [opt]
@@ -138,7 +136,7 @@ class TokenizerLitModule(pl.LightningModule):
             self.manual_backward(d_loss)
             opts[1].step()
             parts["d"] = d_loss.detach()
-        parts["psnr"] = psnr(out.recon.detach(), images).mean()
+        parts["psnr"] = image_psnr(out.recon, images).mean()
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, prog_bar=False)
         self.log("train/loss", loss.detach(), prog_bar=True)
         if self.tokenizer.spec.kind == "vq":
@@ -165,7 +163,7 @@ class TokenizerLitModule(pl.LightningModule):
         images, embodiments = self._images(batch, train=False)
         tokens = self.tokenizer.encode_images(images)
         recon = self.tokenizer.decode_images(tokens)
-        p, s = psnr(recon, images), ssim(recon, images)
+        p, s = image_psnr(recon, images), ssim(recon, images)
         n = images.shape[0]
         self.log("val/psnr", p.mean(), batch_size=n, prog_bar=True, sync_dist=True)
         self.log("val/ssim", s.mean(), batch_size=n, sync_dist=True)

@@ -5,10 +5,15 @@ Per step: take a batch (see the batch contract in :mod:`hma_zoo.data`), tokenise
 frozen tokenizer when the batch carries no ``tokens``, draw the paper's masks (:mod:`hma_zoo.lit.masking`) and
 call :meth:`hma_zoo.model.HMA.compute_loss`. Logged: losses (total, video, action, and video loss per
 embodiment), token accuracy, learning rate; in validation also PSNR and delta-PSNR (true vs random actions) of
-teacher-forced predictions on a few samples. Throughput / MFU and videos come from :mod:`hma_zoo.lit.callbacks`.
+teacher-forced predictions on a few samples, beside the copy-last-frame PSNR as a baseline. They are named
+``psnr`` / ``delta_psnr`` / ``copy_psnr`` when the batch carries the real frames, and ``psnr_vs_recon`` /
+``delta_psnr_vs_recon`` / ``copy_psnr_vs_recon`` when the ground truth is the tokenizer's reconstruction of the
+tokens (token shards), which ignores the tokenizer's own error and reads far higher. Throughput / MFU and videos
+come from :mod:`hma_zoo.lit.callbacks`.
 
 Optimiser: AdamW, betas (0.9, 0.95), weight decay only on the weights of linear / conv layers (norms, biases,
-embedding tables, positional and mask embeddings are excluded), linear warm-up then constant or cosine.
+embedding tables, positional and mask embeddings are excluded), linear warm-up then constant or cosine
+(:func:`hma_zoo.schedules.warmup_schedule`). An optional EMA of the weights is updated once per optimiser step.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +30,11 @@ import torch
 from torch import nn
 
 from hma_zoo.configs import EmbodimentSpec, HMAConfig
+from hma_zoo.eval.metrics import psnr
 from hma_zoo.lit.masking import MaskingConfig, sample_masks
+from hma_zoo.schedules import warmup_schedule
+
+__all__ = ["HMALitModule", "load_world_model", "warmup_schedule", "weight_decay_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +70,6 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> tuple[list[dic
     return [g for g in param_groups if g["params"]], names
 
 
-def warmup_schedule(step: int, warmup_steps: int, schedule: str, total_steps: int | None,
-                    min_lr_ratio: float) -> float:
-    """Learning-rate multiplier at optimiser ``step``: linear warm-up to 1, then ``constant`` or ``cosine`` decay
-    to ``min_lr_ratio`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    if total_steps is None:
-        raise ValueError("the cosine schedule needs total_steps (or a Trainer with max_steps)")
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def psnr_uint8(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of uint8 images ``[B, ...]`` (data range 255), one value per sample ``[B]``."""
-    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
-
-
 class HMALitModule(L.LightningModule):
     """Train an HMA world model from a registry variant.
 
@@ -91,7 +80,10 @@ class HMALitModule(L.LightningModule):
         embodiments: the robots (linked from the data module in recipes; never repeat them by hand).
         max_chunk_dim: width of the batch's action rows (linked from the data); batches narrower than the model's
             widest chunk are zero-padded.
-        window: frames per training window (linked from the data); raises ``trunk.max_frames`` if larger.
+        window: frames per training window (linked from the data). It raises ``trunk.max_frames`` (the temporal
+            attention span) to match when larger, unless ``overrides`` sets ``trunk.max_frames`` explicitly: then
+            the model trains on windows longer than its span, which is exactly the sliding-window computation a
+            long rollout performs with the KV cache (frame 0 unknown action, old frames' keys with their history).
         tokenizer: frozen tokenizer (registry name, saved folder or hub id) used to tokenise ``frames`` on the fly
             and to decode predictions for PSNR / videos; it also sets the model's token grid and vocabulary.
         token_info: the ``token_info`` of a pre-tokenised dataset (linked from the data): sets the token grid and
@@ -100,7 +92,9 @@ class HMALitModule(L.LightningModule):
         lr, betas, eps, weight_decay: AdamW (paper: betas (0.9, 0.95)).
         warmup_steps, schedule, total_steps, min_lr_ratio: linear warm-up, then ``constant`` or ``cosine`` to
             ``min_lr_ratio * lr`` at ``total_steps`` (default: the Trainer's estimated stepping batches).
-        ema_decay: keep an exponential moving average of the weights (used for validation and export).
+        ema_decay: keep an exponential moving average of the weights (used for validation and export), updated
+            once per optimiser step (not per micro-batch under gradient accumulation) with the warm-up
+            ``decay_n = min(ema_decay, (1 + n) / (10 + n))``, ``n`` the updates so far (checkpointed).
         freeze_trunk: train only stems, heads and embeddings (fine-tuning a new embodiment).
         from_pretrained: start from a saved world model (``save_pretrained`` folder / hub id) or a Lightning
             ``.ckpt`` of this module; embodiments of the data that it lacks are added with new stems and heads.
@@ -118,7 +112,7 @@ class HMALitModule(L.LightningModule):
         window: int | None = None,
         tokenizer: str | None = None,
         token_info: dict[str, Any] | None = None,
-        masking: MaskingConfig | None = None,
+        masking: MaskingConfig | dict[str, Any] | None = None,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
@@ -143,7 +137,8 @@ class HMALitModule(L.LightningModule):
         # JSON-friendly hyper-parameters: the checkpoint then loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["embodiments", "masking"])
         self.hparams["embodiments"] = [dict(vars(e)) for e in embodiments]
-        self.masking = masking or MaskingConfig()
+        # a dict when restored from the hyper-parameters of a checkpoint (load_from_checkpoint)
+        self.masking = MaskingConfig(**masking) if isinstance(masking, dict) else (masking or MaskingConfig())
         self.hparams["masking"] = dict(vars(self.masking))
         self.variant = variant
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
@@ -171,6 +166,8 @@ class HMALitModule(L.LightningModule):
         self.ema: nn.Module | None = None
         if ema_decay is not None:
             self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+            # EMA updates so far (drives the warm-up); a buffer, so it is checkpointed and resumes
+            self.register_buffer("ema_num_updates", torch.zeros((), dtype=torch.long))
         names = self.model.config.embodiment_names
         self.register_buffer("_val_loss_sum", torch.zeros(len(names)), persistent=False)
         self.register_buffer("_val_loss_cnt", torch.zeros(len(names)), persistent=False)
@@ -201,8 +198,8 @@ class HMALitModule(L.LightningModule):
                          [e.name for e in new])
                 model = model.with_embodiments(new)
             if window is not None and window > model.config.trunk.max_frames:
-                raise ValueError(f"window {window} exceeds the pretrained model's max_frames "
-                                 f"{model.config.trunk.max_frames}; use a shorter window")
+                log.info("training windows of %d frames with the pretrained model's temporal attention span of %d "
+                         "frames (sliding window)", window, model.config.trunk.max_frames)
             if tok is not None:
                 from hma_zoo.tokenizers import check_compatible
 
@@ -226,10 +223,17 @@ class HMALitModule(L.LightningModule):
                 overrides["tokens"] = spec.token_spec(patch_size=base.tokens.patch_size)
         if window is not None:
             trunk = dict(overrides.get("trunk") or {})
-            base = model_config(variant, embodiments=overrides["embodiments"])
-            if window > trunk.get("max_frames", base.trunk.max_frames):
-                trunk["max_frames"] = window
-                overrides["trunk"] = trunk
+            if "max_frames" in trunk:
+                if window > trunk["max_frames"]:
+                    log.info("training windows of %d frames with a temporal attention span of trunk.max_frames=%d "
+                             "(sliding window, as in long rollouts with the KV cache)", window, trunk["max_frames"])
+            else:
+                base = model_config(variant, embodiments=overrides["embodiments"])
+                if window > base.trunk.max_frames:
+                    log.info("raising trunk.max_frames from %d to the data window %d (set trunk.max_frames in "
+                             "overrides to train with a shorter span)", base.trunk.max_frames, window)
+                    trunk["max_frames"] = window
+                    overrides["trunk"] = trunk
         config = model_config(variant, **overrides)
         if tok is not None:
             from hma_zoo.tokenizers import check_compatible
@@ -307,12 +311,18 @@ class HMALitModule(L.LightningModule):
         return tokens, actions, names, valid.bool()
 
     def _masks(self, b: int, t: int, device: torch.device, generator: torch.Generator | None = None):
+        """The paper's masks for a batch, drawn on the grid the trunk sees: the token grid for ``vq`` and the
+        **patch** grid ``(h // p, w // p)`` for ``mar`` (a mask drawn on the latent grid would hide a whole patch
+        when any of its ``p * p`` positions is drawn, inflating the mask ratio). ``token_mask`` / ``corrupt`` are
+        ``bool [B, T, S]`` (``S`` trunk tokens per frame), ``action_mask`` ``[B, T]``."""
         cfg = self.model.config.tokens
-        masks = sample_masks(b, t, cfg.grid, cfg.kind, self.masking, device="cpu" if generator else device,
+        p = cfg.patch_size if cfg.kind == "mar" else 1
+        grid = (cfg.grid[0] // p, cfg.grid[1] // p)
+        masks = sample_masks(b, t, grid, cfg.kind, self.masking, device="cpu" if generator else device,
                              generator=generator)
         return masks._replace(
-            token_mask=masks.token_mask.to(device),
-            corrupt=None if masks.corrupt is None else masks.corrupt.to(device),
+            token_mask=masks.token_mask.flatten(2).to(device),
+            corrupt=None if masks.corrupt is None else masks.corrupt.flatten(2).to(device),
             action_mask=masks.action_mask.to(device),
         )
 
@@ -363,17 +373,31 @@ class HMALitModule(L.LightningModule):
             self.flops_per_token = 6.0 * sum(p.numel() for p in self.model.parameters())
         return out, names, tokens
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Callable[[], Any] | None = None) -> None:
+        """The optimiser step, then one EMA update. Lightning calls this once per optimiser step, i.e. once every
+        ``accumulate_grad_batches`` micro-batches (``on_train_batch_end`` would fire on every micro-batch)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.ema is not None:
             self._update_ema()
 
+    def ema_decay_now(self) -> float:
+        """The decay of the next EMA update: ``min(ema_decay, (1 + n) / (10 + n))``, ``n`` the updates so far
+        (early updates follow the fast-moving weights instead of the random initialisation)."""
+        if self.ema_decay is None:
+            raise RuntimeError("this module keeps no EMA (ema_decay is None)")
+        n = int(self.ema_num_updates)
+        return min(self.ema_decay, (1.0 + n) / (10.0 + n))
+
     @torch.no_grad()
     def _update_ema(self) -> None:
+        decay = self.ema_decay_now()
         ema_p = [p for p in self.ema.parameters()]
         cur_p = [p.detach() for p in self.model.parameters()]
-        torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.ema_decay)
+        torch._foreach_lerp_(ema_p, cur_p, 1.0 - decay)
         for eb, b in zip(self.ema.buffers(), self.model.buffers()):
             eb.copy_(b)
+        self.ema_num_updates += 1
 
     def eval_model(self) -> nn.Module:
         """The weights used for validation, metrics and export: the EMA copy if kept, else the model."""
@@ -401,7 +425,7 @@ class HMALitModule(L.LightningModule):
         self._val_loss_sum.index_add_(0, idx, out["video_loss_per_sample"].detach().float())
         self._val_loss_cnt.index_add_(0, idx, torch.ones(b, device=idx.device))
         if batch_idx == 0 and self.val_metric_samples > 0 and self.tokenizer is not None:
-            metrics = self.prediction_metrics(batch, self.val_metric_samples)
+            metrics = self.prediction_metrics(batch, self.val_metric_samples)  # real frames or "_vs_recon" names
             for k, v in metrics.items():
                 self.log(f"{stage}/{k}", v, batch_size=min(b, self.val_metric_samples), sync_dist=True)
 
@@ -447,15 +471,25 @@ class HMALitModule(L.LightningModule):
             model.train(was_training)
 
     @torch.no_grad()
-    def teacher_forced(self, tokens: torch.Tensor, actions: torch.Tensor, names: list[str]) -> torch.Tensor:
-        """Frame ``t >= 1`` predicted greedily from the ground-truth frames ``< t`` -> ``[B,T,...]``."""
+    def teacher_forced(self, tokens: torch.Tensor, actions: torch.Tensor, names: list[str],
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Frame ``t >= 1`` predicted greedily from the ground-truth frames ``< t`` -> ``[B,T,...]``.
+
+        ``generator`` drives the sampler's remaining randomness (MaskGIT's random unmasking order, MAR's token
+        order); pass identically seeded generators to compare two runs that should differ in their inputs only.
+        """
         model = self.eval_model()
         was_training = model.training
         model.eval()
         try:
-            return model.generate_teacher_forced(tokens, actions, names, steps=self.sample_steps, temperature=0.0)
+            return model.generate_teacher_forced(tokens, actions, names, steps=self.sample_steps, temperature=0.0,
+                                                 generator=generator)
         finally:
             model.train(was_training)
+
+    def sampler_generator(self, seed: int = 0) -> torch.Generator:
+        """A generator on this module's device seeded with ``seed`` (for :meth:`teacher_forced` / :meth:`rollout`)."""
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def random_actions(self, actions: torch.Tensor, names: list[str], generator: torch.Generator | None = None
                        ) -> torch.Tensor:
@@ -469,23 +503,36 @@ class HMALitModule(L.LightningModule):
         return raw * keep
 
     @torch.no_grad()
-    def prediction_metrics(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
-        """PSNR of teacher-forced predictions (frames ``1..T-1``, decoded) and delta-PSNR: PSNR with the true
-        actions minus PSNR with random actions (controllability, as in Genie / the paper), on ``n`` samples."""
+    def prediction_metrics(self, batch: dict[str, Any], n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Teacher-forced PSNR on ``n`` samples (frames ``1..T-1``, decoded, mean over frames), its delta-PSNR
+        (PSNR with the true actions minus PSNR with random actions: controllability, as in Genie / the paper) and
+        the copy-last-frame PSNR against the same ground truth (a baseline: a model that ignores everything).
+
+        The true- and random-action runs share the sampler's noise and unmasking order (identically seeded
+        generators), so the delta measures the actions only: an action-free model scores exactly 0.
+
+        Returns:
+            ``{"psnr", "delta_psnr", "copy_psnr"}`` when the batch carries the real ``frames``; otherwise the
+            ground truth is the tokenizer's reconstruction of the tokens and the keys are ``psnr_vs_recon``,
+            ``delta_psnr_vs_recon`` and ``copy_psnr_vs_recon`` (they ignore the tokenizer's error and read high).
+        """
         tok = self.tokenizer
         if tok is None:
             return {}
         tokens, actions, names, _ = self.prepare_batch(batch)
         tokens, actions, names = tokens[:n], actions[:n], names[:n]
         frames = batch.get("frames")
-        gt = frames[:n] if frames is not None else tok.decode(tokens)
-        gen = torch.Generator().manual_seed(0)
-        pred = tok.decode(self.teacher_forced(tokens, actions, names))
-        pred_rand = tok.decode(self.teacher_forced(tokens, self.random_actions(actions, names, gen), names))
-        gt_f, p_f, r_f = (x[:, 1:].flatten(0, 1).to(gt.device) for x in (gt, pred, pred_rand))
-        psnr = psnr_uint8(p_f, gt_f).mean()
-        psnr_rand = psnr_uint8(r_f, gt_f).mean()
-        return {"psnr": psnr, "delta_psnr": psnr - psnr_rand}
+        real = frames is not None
+        gt = frames[:n] if real else tok.decode(tokens)
+        rand_actions = self.random_actions(actions, names, torch.Generator().manual_seed(seed))
+        pred = tok.decode(self.teacher_forced(tokens, actions, names, self.sampler_generator(seed)))
+        pred_rand = tok.decode(self.teacher_forced(tokens, rand_actions, names, self.sampler_generator(seed)))
+        gt, pred, pred_rand = (x.to(gt.device) for x in (gt, pred, pred_rand))
+        value = psnr(pred[:, 1:], gt[:, 1:]).mean()
+        value_rand = psnr(pred_rand[:, 1:], gt[:, 1:]).mean()
+        copy_value = psnr(gt[:, :-1], gt[:, 1:]).mean()
+        suffix = "" if real else "_vs_recon"
+        return {f"psnr{suffix}": value, f"delta_psnr{suffix}": value - value_rand, f"copy_psnr{suffix}": copy_value}
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict[str, Any]:
@@ -509,6 +556,12 @@ class HMALitModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hma_config"] = self.model.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the EMA warm-up existed carry no update count: resume as fully warmed."""
+        state = checkpoint.get("state_dict", {})
+        if self.ema is not None and "ema_num_updates" not in state:
+            state["ema_num_updates"] = torch.tensor(int(checkpoint.get("global_step", 0)), dtype=torch.long)
 
     def export_model(self) -> nn.Module:
         """A plain, unsharded CPU copy of the evaluation weights (EMA if kept).

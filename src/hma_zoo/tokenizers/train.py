@@ -26,8 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from hma_zoo import hub
+from hma_zoo.eval.metrics import psnr
+from hma_zoo.schedules import warmup_schedule
 from hma_zoo.tokenizers import KLTokenizer, Tokenizer, VQTokenizer, create_tokenizer
-from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, psnr, ssim
+from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, ssim
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,13 @@ log = logging.getLogger(__name__)
 def _to_images(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., H, W, 3]`` -> float ``[N, 3, H, W]`` in [-1, 1]."""
     return frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def image_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR ``[N]`` in dB of images ``[N, 3, H, W]`` in ``[-1, 1]`` (clamped to it), through the project's one
+    PSNR :func:`hma_zoo.eval.metrics.psnr` (data range 2; identical images read 100 dB)."""
+    return psnr(pred.detach().float().clamp(-1, 1).permute(0, 2, 3, 1),
+                target.detach().float().clamp(-1, 1).permute(0, 2, 3, 1), data_range=2.0)
 
 
 def _frames_from_shards(data_dir: str, split: str) -> dict[str, torch.Tensor]:
@@ -109,7 +118,7 @@ def evaluate_tokenizer(
             tokens = tokenizer.encode(chunk)
             recon = tokenizer.decode(tokens)
             x, y = _to_images(chunk), _to_images(recon.cpu())
-            ps.append(psnr(y, x))
+            ps.append(image_psnr(y, x))
             ss.append(ssim(y, x))
             if vocab:
                 counts += torch.bincount(tokens.flatten().cpu(), minlength=vocab)
@@ -210,12 +219,9 @@ def train_tokenizer(
     )
 
     def lr_at(step: int) -> float:
-        if step < warmup_steps:
-            return lr * (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, steps - warmup_steps)
-        if time_limit_s is not None:  # decay by whichever budget runs out first
-            t = max(t, (time.monotonic() - start) / time_limit_s)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+        # decay by whichever budget runs out first: steps or time
+        floor = (time.monotonic() - start) / time_limit_s if time_limit_s is not None else 0.0
+        return lr * warmup_schedule(step, warmup_steps, "cosine", steps, 0.1, progress_floor=floor)
 
     tok.train()
     start = time.monotonic()
@@ -238,7 +244,7 @@ def train_tokenizer(
             d_loss.backward()
             d_opt.step()
             parts["d"] = d_loss.detach()
-        parts["psnr"] = psnr(out.recon.detach(), images).mean()
+        parts["psnr"] = image_psnr(out.recon, images).mean()
         for k, v in parts.items():
             running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
         if step % 10 == 0:
