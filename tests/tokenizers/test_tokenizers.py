@@ -17,7 +17,8 @@ from hma_zoo.tokenizers import (
     list_tokenizers,
     load_tokenizer,
 )
-from hma_zoo.tokenizers.losses import TokenizerLoss, psnr
+from hma_zoo.tokenizers.losses import TokenizerLoss
+from hma_zoo.tokenizers.train import image_psnr
 from tests.tokenizers.helpers import smooth_images, to_frames
 
 
@@ -94,7 +95,7 @@ def test_short_overfit_improves_round_trip(name: str) -> None:
         frames = to_frames(images)
         target = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
         recon = tok.decode(tok.encode(frames)).flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return float(psnr(recon, target).mean())
+        return float(image_psnr(recon, target).mean())
 
     tok.eval()
     before = round_trip_psnr()

@@ -96,12 +96,6 @@ class TokenizerLoss(nn.Module):
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images ``[N, 3, H, W]`` in ``[-1, 1]`` (data range 1 after mapping to [0, 1])."""
-    mse = ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (Gaussian window 11, sigma 1.5) of images ``[N, 3, H, W]`` in ``[-1, 1]``."""
     from torchmetrics.functional.image import structural_similarity_index_measure
