@@ -63,7 +63,19 @@ def test_ssim_hand_computed_constant_images() -> None:
     y = torch.full((1, 16, 16, 3), 150, dtype=torch.uint8)
     c1 = (0.01 * 255) ** 2
     expected = (2 * 100 * 150 + c1) / (100**2 + 150**2 + c1)
-    assert ssim(x, y)[0].item() == pytest.approx(expected, rel=1e-4)
+    # float32 convolutions (see ssim): constant images are the worst case for E[x^2] - E[x]^2, still within 1e-3
+    assert ssim(x, y)[0].item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_ssim_float32_agrees_with_float64_on_real_looking_frames() -> None:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (6, 32, 32, 3), generator=g, dtype=torch.uint8)
+    b = (a.float() + 20 * torch.randn(a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    ref = structural_similarity_index_measure(a.permute(0, 3, 1, 2).double(), b.permute(0, 3, 1, 2).double(),
+                                              data_range=255.0, reduction="none")
+    assert torch.allclose(ssim(a, b).double(), ref, atol=1e-5)
 
 
 def test_psnr_rejects_bad_shapes() -> None:

@@ -75,8 +75,10 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 255.0, ke
     k = min(kernel_size, h - (1 - h % 2), w - (1 - w % 2))
     if k < 3:
         raise ValueError(f"frames of {h}x{w} are too small for SSIM (need at least 3x3)")
-    x = pred.reshape(-1, h, w, 3).permute(0, 3, 1, 2).double()
-    y = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2).double()
+    # float32: torch's CPU conv2d is ~80x slower in float64 (37 s vs 0.45 s for 248 frames of 64x64 on one thread)
+    # and SSIM in float32 agrees with float64 to ~1e-6
+    x = pred.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float()
+    y = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float()
     if x.shape[0] == 0:
         return torch.zeros(lead)
     value = structural_similarity_index_measure(x, y, data_range=data_range, kernel_size=k, sigma=sigma,
