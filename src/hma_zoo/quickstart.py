@@ -5,8 +5,10 @@
 3. token shards: tokenise the dataset once (``data/sim-mix-mini-tok``), so training never runs the tokenizer;
 4. world model: ``hma-zoo fit --config recipes/quickstart.yaml`` (hma-vq-t64, a fixed number of steps: the result
    never depends on how loaded the machine is, only the time it takes does);
-5. evaluation: teacher-forced and autoregressive metrics on the validation split (:func:`hma_zoo.eval.evaluate`),
-   rollout GIFs, and one :class:`hma_zoo.Simulator` rollout driven by recorded actions.
+5. state probe: ``hma-zoo probe fit`` on the dataset's train split (``<data>/probe``), unless one is there;
+6. evaluation: teacher-forced and autoregressive metrics on the validation split (:func:`hma_zoo.eval.evaluate`)
+   against fair baselines, with the probe's state error and rollouts to 4x the window, rollout GIFs and a horizon
+   plot, and one :class:`hma_zoo.Simulator` rollout driven by recorded actions.
 
 Everything lands under ``outputs/quickstart/``; the metrics table is printed at the end. Each stage reuses what a
 previous run left (``--retrain`` starts the tokenizer and world model over).
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-steps", type=int, default=1500)
     p.add_argument("--wm-steps", type=int, default=None, help="override the recipe's max_steps (1200)")
     p.add_argument("--eval-windows", type=int, default=16)
+    p.add_argument("--probe-steps", type=int, default=600, help="training steps of the state probe")
     p.add_argument("--workers", type=int, default=2, help="simulator workers when building data")
     p.add_argument("--retrain", action="store_true", help="train tokenizer and world model again")
     return p
@@ -127,6 +130,17 @@ def train_world_model(recipe: str, tokens: Path, tokenizer_dir: Path, out: Path,
     return model_dir
 
 
+def ensure_probe(data: Path, steps: int) -> Any:
+    """The state probe of ``data`` (``<data>/probe``), fitted on its train split if missing."""
+    from hma_zoo.eval.probe import fit_probe, load_probe
+
+    if (data / "probe" / "config.json").is_file():
+        log.info("state probe: reusing %s", data / "probe")
+        return load_probe(data / "probe")
+    log.info("state probe: fitting on %s for %d steps", data, steps)
+    return fit_probe(str(data), steps=steps)
+
+
 def simulator_rollout(model: Any, tokenizer: Any, data: Path, out: Path) -> Path:
     """Drive :class:`hma_zoo.Simulator` with the recorded actions of one validation window; save a GIF
     (left: ground truth, right: the world model)."""
@@ -161,14 +175,19 @@ def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: 
     config_path = model_dir / "config.json"
     payload = json.loads(config_path.read_text())
     metrics: dict[str, Any] = {}
-    for row in result["rows"]:
-        if row["method"] != "model" or row.get("psnr") is None:
+    rows = {(r["mode"], r["method"], r["embodiment"]): r for r in result["rows"] if r.get("horizon", "all") == "all"}
+    for (mode, method, emb), row in rows.items():
+        if method != "model" or row.get("psnr") is None:
             continue
-        key = "all" if row["embodiment"] == "all" else row["embodiment"]
-        entry = metrics.setdefault(f"{key} ({row['mode']})", {})
-        for name in ("psnr", "ssim", "delta_psnr", "perplexity"):
+        entry = metrics.setdefault(f"{emb} ({mode})", {})
+        for name in ("psnr", "ssim", "delta_psnr", "state_error_norm", "token_acc", "perplexity"):
             if row.get(name) is not None:
                 entry[name] = round(float(row[name]), 3)
+        for base in ("model_random_actions", "copy_last_frame_tokenized"):
+            other = rows.get((mode, base, emb), {})
+            for name in ("psnr", "state_error_norm"):
+                if other.get(name) is not None:
+                    entry[f"{name} ({base})"] = round(float(other[name]), 3)
     params = sum(p.numel() for p in model.parameters())
     payload["meta"].update(tag="quickstart", data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
                            machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")
@@ -206,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     timings["world model"] = time.monotonic() - t
 
     t = time.monotonic()
+    probe = ensure_probe(data, args.probe_steps)
+    timings["state probe"] = time.monotonic() - t
+
+    t = time.monotonic()
     from hma_zoo.eval import evaluate
     from hma_zoo.registry import load_pretrained
 
     model = load_pretrained(str(model_dir)).eval()
-    result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True,
+    result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True, probe=probe,
                       out_dir=str(out / "eval"))
     gif = simulator_rollout(model, tokenizer, data, out)
     card = write_model_card(model_dir, model, result, data)
