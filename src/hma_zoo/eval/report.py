@@ -3,7 +3,8 @@
 :class:`Accumulator` collects per-sample, per-frame values by ``(mode, method, metric)``; :func:`summarise` turns
 them into rows. Every row has ``mode``, ``method``, ``embodiment`` (or ``"all"``), ``horizon`` and ``windows``
 plus the metrics it has (``psnr``, ``ssim``, ``delta_psnr``, ``state_error``, ``state_error_norm``, ``token_acc``,
-``perplexity``, ``own_fvd``, ``lpips``, ``action_mse``, ``loss``...). ``horizon`` is ``"all"`` for the aggregate
+``perplexity``, ``own_fvd``, ``lpips``, ``action_mse``, ``loss``...; raw ``state_error`` only per embodiment, since
+its units differ between robots). ``horizon`` is ``"all"`` for the aggregate
 rows (the mean over a sample's scored frames, then over samples) and the 1-based index of a generated frame for
 the per-step rollout rows (mean over samples at that step).
 """
@@ -85,6 +86,8 @@ def summarise(acc: Accumulator, modes: tuple[str, ...], methods: tuple[str, ...]
             for emb in ["all", *embodiments]:
                 row: dict[str, Any] = {"mode": mode, "method": method, "embodiment": emb, "horizon": "all"}
                 for metric in metrics:
+                    if metric == "state_error" and emb == "all":
+                        continue  # raw state units differ between embodiments; "all" has state_error_norm only
                     sel = _select(acc, (mode, method, metric), emb)
                     if not sel:
                         continue
@@ -117,6 +120,8 @@ def _horizon_rows(acc: Accumulator, mode: str, methods: tuple[str, ...], embodim
         for emb in ["all", *embodiments]:
             per_metric = {}
             for metric in ("psnr", "ssim", "state_error", "state_error_norm", "token_acc"):
+                if metric == "state_error" and emb == "all":
+                    continue
                 sel = _select(acc, (mode, method, metric), emb)
                 if sel and all(v.numel() == sel[0].numel() for v in sel) and sel[0].numel() > 1:
                     per_metric[metric] = (torch.stack(sel).mean(0), len(sel))
