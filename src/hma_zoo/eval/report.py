@@ -216,7 +216,7 @@ def plot_horizons(result: dict[str, Any], path: Path) -> Path | None:
         ax.set_xlabel("generated frame (horizon)")
         ax.set_ylabel(HEADS[metric])
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.suptitle("rollout metrics by horizon (dashed: 1x, 2x, 4x the window)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
