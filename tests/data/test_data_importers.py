@@ -137,3 +137,6 @@ def test_import_lerobot(tmp_path, version):
         np.testing.assert_array_equal(ep.actions, actions[i])
         assert ep.frames.shape == (n, 16, 16, 3)
         assert np.abs(ep.frames.astype(int) - frames[i].astype(int)).mean() < 4  # lossy h264
+        np.testing.assert_array_equal(ep.proprio, actions[i])  # observation.state -> proprio (the probe's state)
+    with pytest.raises(KeyError, match="state column"):
+        import_lerobot(root, tmp_path / "out2", image_size=(16, 16), val_fraction=0, state_key="observation.pose")

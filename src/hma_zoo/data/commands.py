@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--stride", type=int, default=1, help="control steps per stored frame in the source files")
     f.add_argument("--frames-key", default="frames")
     f.add_argument("--actions-key", default="actions")
-    f.add_argument("--proprio-key", default=None)
+    f.add_argument("--proprio-key", "--state-key", dest="proprio_key", default=None,
+                   help="key of the per-frame state (stored as proprio; the state probe regresses it)")
     f.add_argument("--reward-key", default=None)
     f.add_argument("--image-size", type=int, default=64)
     f.add_argument("--robomimic", action="store_true", help="one HDF5 with data/demo_*/ groups (robomimic)")
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--embodiment", default=None)
     r.add_argument("--camera", default=None, help="video key, e.g. observation.images.top (default: first)")
+    r.add_argument("--state-key", default="observation.state",
+                   help="per-frame state column, stored as proprio for the state probe (default observation.state)")
     r.add_argument("--stride", type=int, default=1, help="keep every N-th frame (actions are kept at full rate)")
     r.add_argument("--image-size", type=int, default=64)
     r.add_argument("--val-fraction", type=float, default=0.1)
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
         manifest = import_lerobot(args.src, args.out, embodiment=args.embodiment, camera=args.camera,
                                   stride=args.stride, image_size=(args.image_size,) * 2,
-                                  val_fraction=args.val_fraction, overwrite=args.overwrite)
+                                  val_fraction=args.val_fraction, overwrite=args.overwrite, state_key=args.state_key)
         print(_stats_table(manifest))
         return 0
     return 2  # pragma: no cover

@@ -9,7 +9,8 @@
   ``videos/{key}/from_timestamp``, ``videos/{key}/to_timestamp``); many episodes per data parquet
   (rows selected by ``episode_index``) and per mp4 (frames selected by timestamp).
 
-Columns used: ``action`` (required), ``observation.state`` (proprio, optional), ``next.reward`` (optional);
+Columns used: ``action`` (required), ``observation.state`` (proprio, optional; another column with ``state_key``),
+``next.reward`` (optional);
 frames come from the first ``video`` feature or ``camera``. Frames are resized to ``image_size``; ``stride`` keeps
 every ``stride``-th frame (actions stay at ``fps``).
 """
@@ -90,8 +91,11 @@ def import_lerobot(
     val_fraction: float = 0.1,
     encoding: str = "npy",
     overwrite: bool = False,
+    state_key: str = "observation.state",
 ) -> dict[str, Any]:
-    """Import a LeRobot v2.x / v3.0 dataset folder into a dataset at ``out``; returns the manifest."""
+    """Import a LeRobot v2.x / v3.0 dataset folder into a dataset at ``out``; returns the manifest.
+
+    ``state_key``: the per-frame state column stored as ``proprio`` (what the state probe regresses)."""
     import pyarrow.parquet as pq
     from rich.progress import Progress
 
@@ -107,6 +111,8 @@ def import_lerobot(
         raise KeyError(f"{src}: camera {camera!r} is not a video feature; video features: {videos}")
     if "action" not in info["features"]:
         raise KeyError(f"{src}: no 'action' feature; features are {sorted(info['features'])}")
+    if state_key != "observation.state" and state_key not in info["features"]:
+        raise KeyError(f"{src}: state column {state_key!r} is not a feature; features are {sorted(info['features'])}")
     if version.startswith("v2"):
         episodes = _episodes_v2(root, info, camera)
     elif version.startswith("v3"):
@@ -151,7 +157,7 @@ def import_lerobot(
             if n < len(frames) or n < table.num_rows:
                 log.warning("episode %d: %d video frames vs %d parquet rows; keeping %d", ep["index"], len(frames),
                             table.num_rows, n)
-            proprio = _column(table, "observation.state")
+            proprio = _column(table, state_key)
             reward = _column(table, "next.reward")
             extra = {"proprio": None if proprio is None else proprio.reshape(table.num_rows, -1)[:n],
                      "reward": None if reward is None else reward.reshape(-1)[:n]}
