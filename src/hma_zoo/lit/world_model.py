@@ -493,14 +493,13 @@ class HMALitModule(L.LightningModule):
 
     def random_actions(self, actions: torch.Tensor, names: list[str], generator: torch.Generator | None = None
                        ) -> torch.Tensor:
-        """Raw actions drawn from each embodiment's statistics: N(0, 1) normalised, shape of ``actions``."""
-        model = self.eval_model()
-        idx = model.embodiment_index(names, actions.shape[0])
-        noise = torch.randn(actions.shape, generator=generator).to(actions)
-        raw = model.unnormalize_actions(noise, idx)
-        width = torch.tensor([model.config.embodiments[i].chunk_dim for i in idx.tolist()], device=actions.device)
-        keep = torch.arange(actions.shape[-1], device=actions.device).view(1, 1, -1) < width.view(-1, 1, 1)
-        return raw * keep
+        """Raw actions shaped like ``actions`` ``[B, T, A]``, drawn from each embodiment's ``N(mean, std^2)`` by
+        :func:`hma_zoo.eval.metrics.sample_random_actions` (the draw ``hma-zoo evaluate`` uses too)."""
+        from hma_zoo.eval.metrics import sample_random_actions
+
+        _, t, a = actions.shape
+        return sample_random_actions(self.eval_model().config.embodiments, names, t, a, generator,
+                                     actions.device).to(actions.dtype)
 
     @torch.no_grad()
     def prediction_metrics(self, batch: dict[str, Any], n: int, seed: int = 0) -> dict[str, torch.Tensor]:
