@@ -1,4 +1,4 @@
-"""``hma-zoo quickstart``: the README's main job end to end on a CPU, about 12 minutes on an idle 2-core machine.
+"""``hma-zoo quickstart``: the README's main job end to end on a CPU, about 14 minutes on an idle 2-core machine.
 
 1. data: build ``data/sim-mix-mini`` (4 simulated robots) if it is missing (:func:`hma_zoo.data.build_mixture`);
 2. tokenizer: train ``tok-vq-f8-1k`` on its frames, or reuse ``outputs/quickstart/tokenizer``;
