@@ -284,6 +284,28 @@ def policy_errors(model: torch.nn.Module, w: Window, length: int) -> dict[str, t
     return result
 
 
+def score_window_extras(model: torch.nn.Module, w: Window, tf_len: int, scorer: Scorer, policy: bool) -> None:
+    """What a window adds besides the predictions of each mode: ground-truth video features (own-FVD reference),
+    the ``vq`` next-frame cross-entropy (perplexity) and the policy-mode errors, all on its first ``tf_len``
+    frames."""
+    acc = scorer.acc
+    acc.add_features(("teacher_forced", "ground_truth"), scorer.features(w.gt[:, :tf_len]), w.names)
+    if model.kind == "vq":
+        ce = next_frame_cross_entropy(model, w.tokens[:, :tf_len], w.actions[:, :tf_len], w.names)
+        acc.add("teacher_forced", "model", "ce", ce, w.names)
+    errors = policy_errors(model, w, tf_len) if policy else None
+    for method, err in (errors or {}).items():
+        acc.add("policy", method, "action_mse", err, w.names)
+
+
+def _keep_gifs(gif_rows: dict[str, list], w: Window, pred: torch.Tensor, per_embodiment: int) -> None:
+    """Keep up to ``per_embodiment`` (ground truth, prediction) video pairs per embodiment for the rollout GIFs."""
+    for i, name in enumerate(w.names):
+        pairs = gif_rows.setdefault(name, [])
+        if len(pairs) < per_embodiment:
+            pairs.append((w.gt[i], pred[i]))
+
+
 # ---------------------------------------------------------------------------------------------- data
 def _datamodule(data: Any, model: torch.nn.Module, window: int, batch_size: int) -> Any:
     """An :class:`HMADataModule` for ``data`` (a folder / URL or a datamodule) whose strides match the model's."""
@@ -468,17 +490,8 @@ def evaluate(
                               random_draws, cpu_gen, scorer)
             acc.add_features((mode, "model"), features(pred[:, :tf_len]), w.names)
             if mode == "rollout" and out_dir is not None:
-                for i, name in enumerate(w.names):
-                    pairs = gif_rows.setdefault(name, [])
-                    if len(pairs) < max(1, num_gifs // max(1, len(model.config.embodiments))):
-                        pairs.append((w.gt[i], pred[i]))
-        acc.add_features(("teacher_forced", "ground_truth"), features(w.gt[:, :tf_len]), w.names)
-        if model.kind == "vq":
-            ce = next_frame_cross_entropy(model, w.tokens[:, :tf_len], w.actions[:, :tf_len], w.names)
-            acc.add("teacher_forced", "model", "ce", ce, w.names)
-        errors = policy_errors(model, w, tf_len) if policy else None
-        for method, err in (errors or {}).items():
-            acc.add("policy", method, "action_mse", err, w.names)
+                _keep_gifs(gif_rows, w, pred, max(1, num_gifs // max(1, len(model.config.embodiments))))
+        score_window_extras(model, w, tf_len, scorer, policy)
         if scorer.state_keep(w) is None:
             flags.add("no_state" if probe is not None else "no_probe")
         n_windows += len(w.names)
