@@ -109,9 +109,15 @@ class TokenSpec:
                 raise ValueError(f"TokenSpec: grid {self.grid} is not divisible by patch_size {self.patch_size}")
 
     @property
+    def trunk_grid(self) -> tuple[int, int]:
+        """The grid of tokens the trunk sees per frame: ``grid`` for ``vq``, the patch grid ``grid // patch_size``
+        for ``mar`` (training masks are drawn on it)."""
+        return (self.grid[0] // self.patch_size, self.grid[1] // self.patch_size)
+
+    @property
     def tokens_per_frame(self) -> int:
         """Trunk tokens per frame (after patchifying for ``mar``)."""
-        return (self.grid[0] // self.patch_size) * (self.grid[1] // self.patch_size)
+        return self.trunk_grid[0] * self.trunk_grid[1]
 
     @property
     def patch_dim(self) -> int:

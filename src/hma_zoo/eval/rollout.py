@@ -567,7 +567,7 @@ def evaluate_loss(
     """Loss-only evaluation (no sampling): the masked training loss with fixed masks and noise, and for ``vq`` the
     next-frame perplexity and how it splits between tokens that change from the previous frame and tokens that do
     not (``changed_share`` is the share that change). For sweeps and quick checks."""
-    from hma_zoo.lit.masking import sample_masks
+    from hma_zoo.lit.masking import sample_trunk_masks
 
     model = model.eval()
     window = window or model.config.trunk.max_frames
@@ -578,11 +578,8 @@ def evaluate_loss(
     for b_idx, batch in enumerate(_batches(dm, split, max_windows)):
         w = load_window(batch, model, tokenizer, length or batch["actions"].shape[1])
         b, t = w.tokens.shape[:2]
-        spec = model.config.tokens
-        grid = spec.grid if spec.kind == "vq" else (spec.grid[0] // spec.patch_size, spec.grid[1] // spec.patch_size)
-        gen = torch.Generator().manual_seed(seed + b_idx)
-        masks = sample_masks(b, t, grid, spec.kind, generator=gen)
-        token_mask = masks.token_mask.flatten(2).to(w.tokens.device)
+        masks = sample_trunk_masks(model.config.tokens, b, t, generator=torch.Generator().manual_seed(seed + b_idx))
+        token_mask = masks.token_mask.to(w.tokens.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + b_idx)
             out = model.compute_loss(w.tokens, w.actions, w.names, token_mask, action_valid=w.valid.to(w.tokens.device))

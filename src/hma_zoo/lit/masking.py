@@ -30,6 +30,8 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from hma_zoo.configs import TokenSpec
+
 ActionMaskMode = Literal["none", "random", "all"]
 
 
@@ -175,6 +177,23 @@ def sample_masks(
 
     action_mask = sample_action_mask(b, t, cfg.action_mask_mode, device=device, generator=generator)
     return Masks(token_mask, corrupt, action_mask, first_masked)
+
+
+def sample_trunk_masks(
+    tokens: TokenSpec,
+    batch: int,
+    frames: int,
+    config: MaskingConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Masks:
+    """:func:`sample_masks` on the grid the trunk sees (``tokens.trunk_grid``: the **patch** grid for ``mar``, so a
+    mask never hides a whole patch because one of its positions was drawn), with ``token_mask`` / ``corrupt``
+    flattened to ``bool [B, T, S]``, the form :meth:`hma_zoo.model.HMA.compute_loss` takes directly."""
+    m = sample_masks(batch, frames, tokens.trunk_grid, tokens.kind, config, device=device, generator=generator)
+    return m._replace(token_mask=m.token_mask.flatten(2),
+                      corrupt=None if m.corrupt is None else m.corrupt.flatten(2))
 
 
 def sample_action_mask(

@@ -31,7 +31,7 @@ from torch import nn
 
 from hma_zoo.configs import EmbodimentSpec, HMAConfig
 from hma_zoo.eval.metrics import psnr
-from hma_zoo.lit.masking import MaskingConfig, sample_masks
+from hma_zoo.lit.masking import MaskingConfig, sample_trunk_masks
 from hma_zoo.schedules import warmup_schedule
 
 __all__ = ["HMALitModule", "load_world_model", "warmup_schedule", "weight_decay_groups"]
@@ -311,18 +311,14 @@ class HMALitModule(L.LightningModule):
         return tokens, actions, names, valid.bool()
 
     def _masks(self, b: int, t: int, device: torch.device, generator: torch.Generator | None = None):
-        """The paper's masks for a batch, drawn on the grid the trunk sees: the token grid for ``vq`` and the
-        **patch** grid ``(h // p, w // p)`` for ``mar`` (a mask drawn on the latent grid would hide a whole patch
-        when any of its ``p * p`` positions is drawn, inflating the mask ratio). ``token_mask`` / ``corrupt`` are
-        ``bool [B, T, S]`` (``S`` trunk tokens per frame), ``action_mask`` ``[B, T]``."""
-        cfg = self.model.config.tokens
-        p = cfg.patch_size if cfg.kind == "mar" else 1
-        grid = (cfg.grid[0] // p, cfg.grid[1] // p)
-        masks = sample_masks(b, t, grid, cfg.kind, self.masking, device="cpu" if generator else device,
-                             generator=generator)
+        """The paper's masks for a batch on the grid the trunk sees (:func:`~hma_zoo.lit.masking.sample_trunk_masks`):
+        ``token_mask`` / ``corrupt`` ``bool [B, T, S]``, ``action_mask`` ``[B, T]``, on ``device`` (drawn on the CPU
+        when a generator is given, so seeded draws do not depend on the device)."""
+        masks = sample_trunk_masks(self.model.config.tokens, b, t, self.masking,
+                                   device="cpu" if generator else device, generator=generator)
         return masks._replace(
-            token_mask=masks.token_mask.flatten(2).to(device),
-            corrupt=None if masks.corrupt is None else masks.corrupt.flatten(2).to(device),
+            token_mask=masks.token_mask.to(device),
+            corrupt=None if masks.corrupt is None else masks.corrupt.to(device),
             action_mask=masks.action_mask.to(device),
         )
 
