@@ -141,3 +141,19 @@ def test_mar_with_patches_realises_the_same_mask_ratio_as_vq(u_min: float | None
     assert abs(ratios["mar"] - expect) < 0.02, ratios
     if u_min == 0.0:  # same schedule: the realised ratios agree
         assert abs(ratios["mar"] - ratios["vq"]) < 0.02, ratios
+
+
+def test_full_frame_ratio_hides_whole_frames() -> None:
+    g = torch.Generator().manual_seed(0)
+    cfg = MaskingConfig(full_frame_ratio=1.0, non_mlm_ratio=0.0)
+    m = sample_masks(16, 5, (4, 4), "vq", cfg, generator=g)
+    assert m.token_mask[:, 1:].all() and not m.token_mask[:, 0].any()
+    # at 0.5 half the maskable frames are hidden outright; the cosine draw hides the rest with its own rate
+    half = sample_masks(400, 5, (4, 4), "vq", MaskingConfig(full_frame_ratio=0.5, non_mlm_ratio=0.0),
+                        generator=torch.Generator().manual_seed(1))
+    none = sample_masks(400, 5, (4, 4), "vq", MaskingConfig(non_mlm_ratio=0.0), generator=torch.Generator().manual_seed(1))
+    full_half = half.token_mask[:, 1:].flatten(2).all(-1).float().mean()
+    full_none = none.token_mask[:, 1:].flatten(2).all(-1).float().mean()
+    assert abs(full_half - (0.5 + 0.5 * full_none)) < 0.05 and full_none < 0.3, (full_half, full_none)
+    with pytest.raises(ValueError, match="full_frame_ratio"):
+        MaskingConfig(full_frame_ratio=1.5)

@@ -18,6 +18,7 @@ from tests.model.helpers import batch, tiny
 WINDOW = 4  # hma-*-test max_frames
 VQ16 = TokenSpec(kind="vq", grid=(4, 4), vocab_size=16, factor_sizes=(4, 4))
 VQ16_FLAT = TokenSpec(kind="vq", grid=(4, 4), vocab_size=16, factor_sizes=(16,))
+VQ_G2 = TokenSpec(kind="vq", grid=(4, 4), vocab_size=16, factor_sizes=(4, 4), patch_size=2)  # 2x2 ids per trunk token
 MAR_P2 = TokenSpec(kind="mar", grid=(4, 4), latent_channels=3, patch_size=2, vocab_size=1, factor_sizes=(1,))
 
 
@@ -32,7 +33,8 @@ def _both(model, fn) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize(("spec", "prompt"), [(VQ16, 1), (VQ16_FLAT, 6)], ids=["factors4x4-prompt1", "flat16-prompt6"])
+@pytest.mark.parametrize(("spec", "prompt"), [(VQ16, 1), (VQ16_FLAT, 6), (VQ_G2, 2)],
+                         ids=["factors4x4-prompt1", "flat16-prompt6", "grouped2x2-prompt2"])
 def test_vq_cached_generation_equals_recomputation_at_3x_the_window(seed: int, spec: TokenSpec, prompt: int) -> None:
     model = _model("vq", seed, spec)
     frames = 3 * WINDOW

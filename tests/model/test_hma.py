@@ -305,3 +305,72 @@ def test_diffusion_temperature_zero_is_deterministic_and_ignores_the_generator()
     assert not torch.equal(s3, s4)
     with pytest.raises(ValueError, match="temperature"):
         diff.sample(oracle, cond, 3, steps=2, temperature=-1.0)
+
+
+def test_grouped_vq_tokens_keep_their_place_and_train() -> None:
+    """``patch_size=2`` for ``vq``: 2x2 ids per trunk token. The grouping round-trips, the embedding knows which id
+    sits where in its patch (a sum of embeddings would not), the head predicts every id, and sampling returns
+    the tokenizer's grid."""
+    from hma_zoo.configs import TokenSpec
+
+    spec = TokenSpec(kind="vq", grid=(4, 4), vocab_size=64, factor_sizes=(8, 8), patch_size=2)
+    model = tiny("vq", tokens=spec)
+    assert model.num_tokens == 4 and spec.group == 4
+    tokens, actions, names = batch(model, b=2)
+    trunk = model.to_trunk_tokens(tokens)
+    assert trunk.shape == (2, 4, 4, 4)
+    assert torch.equal(trunk[0, 0, 0], tokens[0, 0, :2, :2].flatten())  # the top-left patch, row-major
+    assert torch.equal(model.from_trunk_tokens(trunk), tokens)
+    swapped = tokens.clone()
+    swapped[:, 2, 0, 0], swapped[:, 2, 0, 1] = tokens[:, 2, 0, 1], tokens[:, 2, 0, 0]
+    keep = (tokens[:, 2, 0, 0] != tokens[:, 2, 0, 1])
+    video, _ = _outputs(model, tokens, actions, names)
+    video2, _ = _outputs(model, swapped, actions, names)
+    assert video.shape == (2, 4, 4, 4, 16)  # [B, T, S, G, sum F]
+    assert (video2[keep, 2] - video[keep, 2]).abs().amax() > 1e-6
+
+    torch.manual_seed(0)
+    model = create_model("hma-vq-test", embodiments=EMBODIMENTS, tokens=spec)
+    tokens, actions, names = batch(model, b=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    mask[:, 1:] = True
+    losses = []
+    for _ in range(40):
+        out = model.compute_loss(tokens, actions.float(), names, mask)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    model.eval()
+    gen = model.generate(tokens[:, :1], actions.float(), names, 2, steps=2, temperature=0.0)
+    assert gen.shape == (4, 3, 4, 4) and gen.dtype == torch.long
+
+
+def test_changed_tokens_and_token_weights() -> None:
+    """``changed_tokens`` marks exactly the tokens that differ from the previous frame; ``token_weight`` turns the
+    training loss into the weighted mean over hidden tokens while ``video_loss`` stays the plain mean."""
+    model = tiny("vq")
+    tokens, actions, names = batch(model, b=2)
+    tokens[:, 2] = tokens[:, 1]
+    tokens[0, 2, 1, 3] = (tokens[0, 1, 1, 3] + 1) % model.config.tokens.vocab_size
+    changed = model.changed_tokens(tokens)
+    assert changed.shape == (2, 4, 16) and not changed[:, 0].any()
+    assert changed[:, 2].sum() == 1 and changed[0, 2, 1 * 4 + 3]
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    mask[:, 1:] = True
+    plain = model.compute_loss(tokens, actions, names, mask)
+    only_changed = model.compute_loss(tokens, actions, names, mask, token_weight=changed.double())
+    torch.testing.assert_close(only_changed["video_loss"], plain["video_loss"])
+    video = model(tokens, actions, names, token_mask=mask)["video"]
+    sel = changed & mask.flatten(2)
+    ce_changed = model.video_head.loss(video[sel], model.to_trunk_tokens(tokens)[sel])[0].mean()
+    action_part = plain["loss"] - plain["video_loss"]
+    torch.testing.assert_close(only_changed["loss"] - action_part, ce_changed.to(action_part.dtype))
+    mar = tiny("mar")
+    lat, _, _ = batch(mar, b=2)
+    lat[:, 2] = lat[:, 1]
+    lat[1, 2, 0, 0] += 1.0
+    ch = mar.changed_tokens(lat, threshold=0.25)
+    assert ch[:, 2].sum() == 1 and ch[1, 2, 0]

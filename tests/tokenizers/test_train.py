@@ -40,3 +40,28 @@ def test_train_tokenizer_learns_saves_and_reports(tmp_path: Path) -> None:
     more = train_tokenizer("tok-kl-test", tmp_path, steps=1, batch_size=4, lr=1e-12, warmup_steps=1,
                            init_from=out, progress=False)
     assert torch.allclose(more.decoder.conv_out.weight, tok.decoder.conv_out.weight, atol=1e-6)
+
+
+def test_motion_masks_mark_what_moves_and_weights_steer_the_loss() -> None:
+    from hma_zoo.tokenizers.losses import TokenizerLoss, TokenizerOutput
+    from hma_zoo.tokenizers.train import motion_masks
+
+    ep = np.zeros((3, 16, 16, 3), np.uint8)
+    ep[0, 2, 2] = ep[1, 2, 6] = ep[2, 2, 6] = 200  # a dot moves from (2, 2) to (2, 6), then stays
+    m = motion_masks(ep, dilate=0)
+    assert m.shape == (3, 16, 16)
+    assert m[0, 2, 2] and m[0, 2, 6] and m[1, 2, 2] and m[1, 2, 6]
+    assert not m[2].any() and m.sum() == 4
+    assert motion_masks(ep, dilate=1)[0, 3, 3]  # grown by a pixel
+    images = torch.zeros(1, 3, 4, 4)
+    recon = torch.zeros(1, 3, 4, 4)
+    recon[..., 0, 0] = 1.0  # the only error sits on pixel (0, 0)
+    out = TokenizerOutput(recon, torch.zeros(()), torch.zeros(1))
+    crit = TokenizerLoss(l1_weight=1.0, l2_weight=0.0)
+    plain, parts = crit.generator_loss(images, out)
+    w = torch.ones(1, 1, 4, 4)
+    w[..., 0, 0] = 0.0
+    assert crit.generator_loss(images, out, pixel_weight=w)[0] == 0  # weight 0 where the error is
+    w[..., 0, 0] = 16.0
+    weighted, parts_w = crit.generator_loss(images, out, pixel_weight=w)
+    assert weighted > plain and torch.equal(parts_w["l1"], parts["l1"])

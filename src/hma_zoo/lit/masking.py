@@ -12,6 +12,9 @@ Per training window of ``T`` frames and an ``h x w`` token grid:
 * **Mask ratio**: per sample and frame ``p = cos(pi/2 * u)``, ``u ~ U(u_min, 1)`` (``u_min`` is 0 for ``vq``, 0.1
   for ``mar``), each token of a maskable frame masked iid with probability ``p``. A sample that draws no masked
   token gets exactly one (random maskable frame and position), so every sample contributes to the loss.
+* **Whole hidden frames** (``full_frame_ratio``, 0 in the paper): each maskable frame is hidden entirely with this
+  probability instead of drawing its ratio, as the next frame is when it is generated: no token of it is left to
+  copy, so its motion must come from the past frames and the action.
 * **Global corruption** (``vq`` only, Copilot4D style): every token of every frame (frame 0 included) is replaced
   by a random id with probability ``max_corrupt_rate * u``, ``u ~ U(0, 1)`` once per batch. Masked tokens are not
   corrupted (a masked token's id is never read), and corrupted-but-visible tokens are not supervised.
@@ -46,6 +49,7 @@ class MaskingConfig:
         prompt_corruption: ``vq``: corrupt visible tokens of the masked frames of prompt samples.
         mask_u_min: lower bound of ``u`` in ``p = cos(pi/2 u)``; ``None`` = 0 for ``vq``, 0.1 for ``mar``.
         action_mask_mode: ``"none"``, ``"random"`` or ``"all"`` (see the module docstring).
+        full_frame_ratio: probability that a maskable frame is hidden entirely (0 in the paper).
     """
 
     non_mlm_ratio: float = 0.2
@@ -54,8 +58,11 @@ class MaskingConfig:
     prompt_corruption: bool = True
     mask_u_min: float | None = None
     action_mask_mode: ActionMaskMode = "none"
+    full_frame_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.full_frame_ratio <= 1.0:
+            raise ValueError(f"MaskingConfig.full_frame_ratio must be in [0, 1], got {self.full_frame_ratio}")
         if not 0.0 <= self.non_mlm_ratio <= 1.0:
             raise ValueError(f"MaskingConfig.non_mlm_ratio must be in [0, 1], got {self.non_mlm_ratio}")
         if self.num_prompt_frames < 1:
@@ -144,6 +151,8 @@ def sample_masks(
     u_min = cfg.mask_u_min if cfg.mask_u_min is not None else (0.0 if kind == "vq" else 0.1)
     u = u_min + (1.0 - u_min) * _rand((b, t), device, generator)
     ratio = cosine_mask_ratio(u)
+    if cfg.full_frame_ratio > 0:
+        ratio = torch.where(_rand((b, t), device, generator) < cfg.full_frame_ratio, torch.ones_like(ratio), ratio)
     token_mask = _rand((b, t, h, w), device, generator) < ratio.view(b, t, 1, 1)
     token_mask &= maskable.view(b, t, 1, 1)
 

@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from hma_zoo.configs import EmbodimentSpec, HMAConfig
+from hma_zoo.configs import EmbodimentSpec, HMAConfig, TokenSpec
 from hma_zoo.eval.metrics import psnr
 from hma_zoo.lit.masking import MaskingConfig, sample_trunk_masks
 from hma_zoo.schedules import warmup_schedule
@@ -70,6 +70,21 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> tuple[list[dic
     return [g for g in param_groups if g["params"]], names
 
 
+def trunk_patch_size(grid: Sequence[int], variant_tokens: TokenSpec) -> int:
+    """The ``p x p`` grouping that brings a tokenizer's ``grid`` to the variant's trunk grid.
+
+    A variant pins the number of trunk tokens per frame (``hma-*-t64``: 8 x 8); a finer tokenizer (f4: 16 x 16 at
+    64x64) is grouped ``2 x 2`` so the trunk's cost stays that of the variant. A grid that does not divide evenly
+    (or is coarser) keeps the variant's own ``patch_size`` when it divides the grid, else 1.
+    """
+    h, w = (int(g) for g in grid)
+    th, tw = variant_tokens.trunk_grid
+    if h >= th and w >= tw and h % th == 0 and w % tw == 0 and h // th == w // tw:
+        return h // th
+    p = variant_tokens.patch_size
+    return p if h % p == 0 and w % p == 0 else 1
+
+
 class HMALitModule(L.LightningModule):
     """Train an HMA world model from a registry variant.
 
@@ -101,6 +116,10 @@ class HMALitModule(L.LightningModule):
         val_metric_samples: samples of the first validation batch used for PSNR / delta-PSNR (0 disables).
         sample_steps: MaskGIT / MAR steps per frame when predicting for metrics and videos.
         compile: ``torch.compile`` each trunk block (rarely worth it on a CPU).
+        change_weight: extra weight, in the training loss, of the hidden tokens that differ from the previous
+            frame's (:meth:`~hma_zoo.model.HMA.changed_tokens`): they count ``1 + change_weight`` times. On
+            sim-mix 20% of tokens change and carry 70% of the loss; a copying model is nearly free on the rest.
+        change_threshold: ``mar`` only: RMS latent change above which a patch counts as changed.
     """
 
     def __init__(
@@ -127,8 +146,12 @@ class HMALitModule(L.LightningModule):
         val_metric_samples: int = 4,
         sample_steps: int = 2,
         compile: bool = False,
+        change_weight: float = 0.0,
+        change_threshold: float = 0.25,
     ) -> None:
         super().__init__()
+        if change_weight < 0:
+            raise ValueError(f"change_weight must be >= 0, got {change_weight}")
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -148,6 +171,7 @@ class HMALitModule(L.LightningModule):
         self.val_metric_samples = val_metric_samples
         self.sample_steps = sample_steps
         self.compile_blocks = compile
+        self.change_weight, self.change_threshold = float(change_weight), float(change_threshold)
         if tokenizer is None and token_info and token_info.get("tokenizer") and Path(token_info["tokenizer"]).is_dir():
             tokenizer = str(token_info["tokenizer"])
         self._tokenizer_name = tokenizer
@@ -220,7 +244,7 @@ class HMALitModule(L.LightningModule):
                 spec = TokenizerSpec(**token_info["spec"])
             if spec is not None:
                 base = model_config(variant, embodiments=overrides["embodiments"])
-                overrides["tokens"] = spec.token_spec(patch_size=base.tokens.patch_size)
+                overrides["tokens"] = spec.token_spec(patch_size=trunk_patch_size(spec.grid, base.tokens))
         if window is not None:
             trunk = dict(overrides.get("trunk") or {})
             if "max_frames" in trunk:
@@ -326,8 +350,11 @@ class HMALitModule(L.LightningModule):
         tokens, actions, names, valid = self.prepare_batch(batch)
         b, t = tokens.shape[:2]
         m = self._masks(b, t, tokens.device, generator)
+        weight = None
+        if self.change_weight > 0:
+            weight = 1.0 + self.change_weight * model.changed_tokens(tokens, self.change_threshold).float()
         out = model.compute_loss(tokens, actions, names, m.token_mask, action_mask=m.action_mask,
-                                 action_valid=valid, corrupt=m.corrupt)
+                                 action_valid=valid, corrupt=m.corrupt, token_weight=weight)
         return out, names, tokens
 
     # ------------------------------------------------------------------ steps

@@ -22,16 +22,22 @@ from hma_zoo.model.stems import factorize_ids
 
 
 class FactorizedHead(nn.Module):
-    """``[..., D]`` -> logits ``[..., sum(factor_sizes)]`` (one group per factor)."""
+    """``[..., D]`` -> logits ``[..., sum(factor_sizes)]`` (one group per factor).
 
-    def __init__(self, dim: int, factor_sizes: Sequence[int], label_smoothing: float = 0.01) -> None:
+    With ``group = G > 1`` (grouped ``vq`` trunk tokens) the logits are ``[..., G, sum F]``: one set per id of the
+    trunk token's patch, predicted independently given the trunk output.
+    """
+
+    def __init__(self, dim: int, factor_sizes: Sequence[int], label_smoothing: float = 0.01, group: int = 1) -> None:
         super().__init__()
         self.factor_sizes = tuple(factor_sizes)
         self.label_smoothing = label_smoothing
-        self.proj = nn.Linear(dim, sum(self.factor_sizes))
+        self.group = int(group)
+        self.proj = nn.Linear(dim, self.group * sum(self.factor_sizes))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.proj(h)
+        out = self.proj(h)
+        return out if self.group == 1 else out.unflatten(-1, (self.group, sum(self.factor_sizes)))
 
     def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """Logits ``[..., sum F]`` -> one ``[..., F_i]`` tensor per factor."""
@@ -40,9 +46,19 @@ class FactorizedHead(nn.Module):
     def loss(self, logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token loss and correctness for logits ``[N, sum F]`` and target ids ``[N]``.
 
+        Grouped (``G > 1``): logits ``[N, G, sum F]`` and ids ``[N, G]``; the loss of a trunk token is the mean
+        over its ``G`` ids (so it reads per tokenizer token, as with ``G = 1``) and ``correct`` is ``[N * G]``.
+
         Returns:
             ``(ce [N], correct [N])``: cross-entropy summed over factors, and whether every factor's argmax is right.
         """
+        if self.group > 1:
+            n = ids.shape[0]
+            ce, correct = self._loss(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+            return ce.view(n, self.group).mean(1), correct
+        return self._loss(logits, ids)
+
+    def _loss(self, logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         digits = factorize_ids(ids, self.factor_sizes)
         ce = logits.new_zeros(ids.shape[0], dtype=torch.float32)
         correct = torch.ones_like(ids, dtype=torch.bool)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from hma_zoo import hub
@@ -45,7 +46,7 @@ class HMA(nn.Module):
         d = trunk.d_model
         self.num_tokens = tok.tokens_per_frame
         if tok.kind == "vq":
-            self.token_embed: nn.Module = FactorizedEmbedding(tok.factor_sizes, d)
+            self.token_embed: nn.Module = FactorizedEmbedding(tok.factor_sizes, d, group=tok.group)
         else:
             self.token_embed = PatchEmbed(tok.latent_channels, tok.patch_size, d)
         self.mask_token = nn.Parameter(torch.zeros(d))
@@ -66,7 +67,7 @@ class HMA(nn.Module):
         self.trunk = Trunk(trunk, cond)
 
         if tok.kind == "vq":
-            self.video_head: nn.Module = FactorizedHead(d, tok.factor_sizes, config.label_smoothing)
+            self.video_head: nn.Module = FactorizedHead(d, tok.factor_sizes, config.label_smoothing, group=tok.group)
         else:
             self.video_head = DiffusionTokenHead(d, tok.patch_dim, self.num_tokens, config.diffusion)
         self.action_heads: nn.ModuleList | None = None
@@ -124,10 +125,14 @@ class HMA(nn.Module):
         return idx
 
     def to_trunk_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Public tokens -> trunk tokens: ``vq`` ``[B,T,h,w]`` -> ``[B,T,S]``; ``mar`` -> patches ``[B,T,S,P]``."""
+        """Public tokens -> trunk tokens: ``vq`` ``[B,T,h,w]`` -> ``[B,T,S]`` (grouped ``p x p``: ``[B,T,S,p*p]``);
+        ``mar`` -> patches ``[B,T,S,P]``."""
         if self.kind == "vq":
             if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 raise TypeError(f"vq tokens must be integer ids, got {tokens.dtype}")
+            p = self.config.tokens.patch_size
+            if p > 1:
+                return rearrange(tokens.long(), "b t (h p1) (w p2) -> b t (h w) (p1 p2)", p1=p, p2=p)
             return tokens.long().flatten(2)
         if not tokens.is_floating_point():
             raise TypeError(f"mar tokens must be float latents [B,T,h,w,c], got {tokens.dtype}")
@@ -135,16 +140,18 @@ class HMA(nn.Module):
 
     def from_trunk_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_trunk_tokens`."""
-        grid = self.config.tokens.grid
+        grid, p = self.config.tokens.grid, self.config.tokens.patch_size
         if self.kind == "vq":
+            if p > 1:
+                return rearrange(x, "b t (h w) (p1 p2) -> b t (h p1) (w p2)", h=grid[0] // p, p1=p, p2=p)
             return x.reshape(*x.shape[:2], *grid)
-        return unpatchify(x, grid, self.config.tokens.patch_size)
+        return unpatchify(x, grid, p)
 
     def to_trunk_mask(self, token_mask: torch.Tensor) -> torch.Tensor:
-        """A mask on the latent grid ``[B,T,h,w]`` (or already ``[B,T,S]``) -> ``[B,T,S]`` (``mar``: any per patch)."""
+        """A mask on the latent grid ``[B,T,h,w]`` (or already ``[B,T,S]``) -> ``[B,T,S]`` (any per patch)."""
         if token_mask.ndim == 3:
             return token_mask.bool()
-        if self.kind == "mar" and self.config.tokens.patch_size > 1:
+        if self.config.tokens.patch_size > 1:
             p = self.config.tokens.patch_size
             b, t, h, w = token_mask.shape
             return token_mask.view(b, t, h // p, p, w // p, p).any(dim=(3, 5)).flatten(2)
@@ -165,10 +172,12 @@ class HMA(nn.Module):
 
         ``corrupt`` ``[B,T,S]`` (``vq`` only): those ids are replaced by uniformly random ids (still visible).
         """
+        grouped = self.kind == "vq" and x.ndim == 4  # [B,T,S,G] ids
         if corrupt is not None and self.kind == "vq":
-            x = torch.where(corrupt, torch.randint_like(x, self.config.tokens.vocab_size), x)
+            c = corrupt.unsqueeze(-1) if grouped else corrupt
+            x = torch.where(c, torch.randint_like(x, self.config.tokens.vocab_size), x)
         if self.kind == "vq" and mask is not None:
-            x = x.masked_fill(mask, 0)  # keep ids in range; the embedding is replaced below
+            x = x.masked_fill(mask.unsqueeze(-1) if grouped else mask, 0)  # ids in range; replaced below
         h = self.token_embed(x) if self.kind == "vq" else self.token_embed.proj(x)
         if mask is not None:
             h = torch.where(mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
@@ -273,8 +282,13 @@ class HMA(nn.Module):
         action_mask: torch.Tensor | None = None,
         action_valid: torch.Tensor | None = None,
         corrupt: torch.Tensor | None = None,
+        token_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses: video loss on masked tokens only, plus the weighted action (policy) loss.
+
+        ``token_weight`` ``[B,T,S]`` (optional): per-token weights of the video term of ``loss`` (a weighted mean
+        over the masked tokens), e.g. ``1 + w * changed_tokens(tokens)``; the reported ``video_loss`` and
+        ``video_loss_per_sample`` stay unweighted so runs with and without weights compare.
 
         In training mode, whole samples have their actions dropped (set unknown) with probability
         ``conditioning.action_dropout``, which teaches the null-action branch used by classifier-free guidance.
@@ -305,6 +319,9 @@ class HMA(nn.Module):
         video_loss = ce.mean() if ce.numel() else ce.new_zeros(())
         result.update(video_loss=video_loss, video_loss_per_sample=per_sample, masked_tokens=mask.sum())
         loss = video_loss
+        if token_weight is not None and ce.numel():
+            w = token_weight.to(device=device, dtype=torch.float32)[mask]
+            loss = (ce.float() * w).sum() / w.sum().clamp_min(1e-8)
         if self.action_heads is not None and actions is not None:
             target_a = self.normalize_actions(actions.to(out["feat"].dtype), out["emb_idx"])
             per_frame = route(self.action_heads, out["emb_idx"], (out["feat"], target_a), (t,), call="loss")
@@ -314,6 +331,24 @@ class HMA(nn.Module):
             loss = loss + self.config.action_loss_weight * action_loss
         result["loss"] = loss
         return result
+
+    @torch.no_grad()
+    def changed_tokens(self, tokens: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
+        """Which trunk tokens differ from the same place in the previous frame: bool ``[B,T,S]`` (frame 0: False).
+
+        ``vq``: any id of the token (or its group) differs; ``mar``: the RMS change of the patch's latents exceeds
+        ``threshold``. These are the tokens a copy of the last frame gets wrong, where the action shows.
+        """
+        x = self.to_trunk_tokens(tokens)
+        out = torch.zeros(x.shape[:3], dtype=torch.bool, device=x.device)
+        if x.shape[1] < 2:
+            return out
+        if self.kind == "vq":
+            diff = x[:, 1:] != x[:, :-1]
+            out[:, 1:] = diff.any(-1) if diff.ndim == 4 else diff
+        else:
+            out[:, 1:] = (x[:, 1:].float() - x[:, :-1].float()).square().mean(-1).sqrt() > threshold
+        return out
 
     # ------------------------------------------------------------------ inference entry points
     @torch.no_grad()

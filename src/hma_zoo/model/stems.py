@@ -40,20 +40,31 @@ def unfactorize_ids(digits: torch.Tensor, factor_sizes: Sequence[int]) -> torch.
 
 
 class FactorizedEmbedding(nn.Module):
-    """Embed ids ``[...]`` -> ``[..., D]`` as the sum of per-factor embeddings."""
+    """Embed ids ``[...]`` -> ``[..., D]`` as the sum of per-factor embeddings.
 
-    def __init__(self, factor_sizes: Sequence[int], dim: int) -> None:
+    With ``group = G > 1`` the input is ``[..., G]`` (the ``p x p`` ids of one trunk token, row-major): each id is
+    embedded, the ``G`` embeddings are concatenated and projected to ``D``, so the trunk token knows which id sits
+    where in its patch.
+    """
+
+    def __init__(self, factor_sizes: Sequence[int], dim: int, group: int = 1) -> None:
         super().__init__()
         self.factor_sizes = tuple(factor_sizes)
+        self.group = int(group)
         self.tables = nn.ModuleList(nn.Embedding(size, dim) for size in self.factor_sizes)
         for table in self.tables:
             nn.init.normal_(table.weight, std=0.02)
+        self.merge = nn.Linear(self.group * dim, dim, bias=False) if self.group > 1 else None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.merge is not None and ids.shape[-1] != self.group:
+            raise ValueError(f"grouped ids must end in a dimension of {self.group}, got {tuple(ids.shape)}")
         digits = factorize_ids(ids, self.factor_sizes)
         out = self.tables[0](digits[..., 0])
         for i in range(1, len(self.tables)):
             out = out + self.tables[i](digits[..., i])
+        if self.merge is not None:
+            out = self.merge(out.flatten(-2))
         return out
 
 

@@ -41,11 +41,14 @@ def sample_factors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ids ``[B, S]`` and their log-probabilities ``[B, S]`` from factorised logits ``[B, S, sum F]``.
 
+    Grouped heads (logits ``[B, S, G, sum F]``) give ids ``[B, S, G]`` and the log-probability of the whole group
+    ``[B, S]`` (the sum over its ``G`` ids), so a trunk token is revealed as one unit.
+
     Temperature divides the logits (so it really changes the distribution; the original divided
     probabilities and renormalised, which cancels it). ``temperature == 0`` is greedy. ``top_k`` keeps the
     ``k`` largest logits of every factor.
     """
-    digits, logp = [], torch.zeros(logits.shape[:2], device=logits.device, dtype=torch.float32)
+    digits, logp = [], torch.zeros(logits.shape[:-1], device=logits.device, dtype=torch.float32)
     for lg in head.split(logits.float()):
         if top_k is not None and top_k < lg.shape[-1]:
             kth = lg.topk(top_k, dim=-1).values[..., -1:]
@@ -54,9 +57,11 @@ def sample_factors(
             d = lg.argmax(-1)
         else:
             probs = F.softmax(lg / temperature, dim=-1)
-            d = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
+            d = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
         digits.append(d)
         logp = logp + F.log_softmax(lg, dim=-1).gather(-1, d.unsqueeze(-1)).squeeze(-1)
+    if logp.ndim == 3:  # grouped: [B, S, G] -> one score per trunk token
+        logp = logp.sum(-1)
     return unfactorize_ids(torch.stack(digits, -1), head.factor_sizes), logp
 
 
@@ -74,7 +79,7 @@ def maskgit_frame(
     cfg_scale: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """MaskGIT decoding of one frame of ids ``[B, S]``.
+    """MaskGIT decoding of one frame of ids ``[B, S]`` (``[B, S, G]`` for a grouped head).
 
     Each step predicts every hidden token, then keeps hidden the ``masked_after_step`` tokens with the lowest
     score among the newly predicted ones (``unmask="confidence"``: score = log-probability; ``"random"``:
@@ -83,12 +88,14 @@ def maskgit_frame(
     """
     if unmask not in ("random", "confidence"):
         raise ValueError(f"unmask must be 'random' or 'confidence', got {unmask!r}")
-    ids = torch.zeros(batch, num_tokens, dtype=torch.long, device=device)
+    group = getattr(head, "group", 1)
+    shape = (batch, num_tokens) if group == 1 else (batch, num_tokens, group)
+    ids = torch.zeros(shape, dtype=torch.long, device=device)
     known = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
     for k in range(steps):
         logits = _guide(run(_double(ids, cfg_scale), _double(~known, cfg_scale)), cfg_scale)
         new_ids, logp = sample_factors(logits, head, temperature, top_k, generator)
-        new_ids = torch.where(known, ids, new_ids)
+        new_ids = torch.where(known.unsqueeze(-1) if group > 1 else known, ids, new_ids)
         n_hidden = masked_after_step(k, steps, num_tokens)
         if n_hidden > 0:
             if unmask == "random":

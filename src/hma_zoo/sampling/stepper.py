@@ -105,7 +105,8 @@ class FrameStepper:
         self.emb_idx = model.embodiment_index(embodiment, self.batch)
         n = 2 if self.guided else 1
         self.run_idx = self.emb_idx.repeat(n)
-        self.frames = model.to_trunk_tokens(prompt_tokens.to(self.device)).repeat(n, *([1] * (prompt_tokens.ndim - 2)))
+        trunk_tokens = model.to_trunk_tokens(prompt_tokens.to(self.device))
+        self.frames = trunk_tokens.repeat(n, *([1] * (trunk_tokens.ndim - 1)))
         if self.kind_is_mar:
             self.frames = self.frames.to(self.dtype)
         rows, unks = self._rows(None)

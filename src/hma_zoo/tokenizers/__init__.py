@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 _F8 = {"channels": (64, 128), "num_res_blocks": 1, "patch_size": 4}  # f8: 4x4 space-to-depth, one stride-2 stage
+# f4: the same 4x4 space-to-depth stem and one resolution only, so a 64x64 frame gives a 16x16 grid (the paper's
+# grid) at about the cost of the f8 network; small objects (a 2-pixel Push-T agent) keep a token of their own.
+_F4 = {"channels": (128,), "num_res_blocks": 2, "patch_size": 4}
 _TINY = {"channels": (8, 16), "num_res_blocks": 1, "patch_size": 4}
 
 # name -> (class name, constructor defaults). Variants only pin sizes; every knob can be overridden.
@@ -55,6 +58,9 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "tok-vq-f8-256k": ("VQTokenizer", {**_F8, "vocab_size": 2**18}),
     "tok-lfq-f8-1k": ("VQTokenizer", {**_F8, "vocab_size": 2**10, "quantizer": "lfq"}),
     "tok-kl-f8-c4": ("KLTokenizer", {**_F8, "latent_channels": 4}),
+    "tok-vq-f4-1k": ("VQTokenizer", {**_F4, "vocab_size": 2**10}),
+    "tok-vq-f4-4k": ("VQTokenizer", {**_F4, "vocab_size": 2**12}),
+    "tok-kl-f4-c4": ("KLTokenizer", {**_F4, "latent_channels": 4}),
     "tok-kl-f8-c8": ("KLTokenizer", {**_F8, "latent_channels": 8}),
     "tok-vq-test": ("VQTokenizer", {**_TINY, "vocab_size": 2**10}),
     "tok-kl-test": ("KLTokenizer", {**_TINY, "latent_channels": 4}),

@@ -64,9 +64,11 @@ class TokenizerSpec:
         return (self.image_size[0] // self.downsample, self.image_size[1] // self.downsample)
 
     def token_spec(self, patch_size: int = 1) -> TokenSpec:
-        """The world-model :class:`TokenSpec` that consumes this tokenizer's output."""
+        """The world-model :class:`TokenSpec` that consumes this tokenizer's output (``patch_size``: ``p x p``
+        tokens per trunk token)."""
         if self.kind == "vq":
-            return TokenSpec(kind="vq", grid=self.grid, vocab_size=self.vocab_size, factor_sizes=self.factor_sizes)
+            return TokenSpec(kind="vq", grid=self.grid, vocab_size=self.vocab_size, factor_sizes=self.factor_sizes,
+                             patch_size=patch_size)
         return TokenSpec(kind="mar", grid=self.grid, latent_channels=self.latent_channels, patch_size=patch_size,
                          vocab_size=1, factor_sizes=(1,))
 

@@ -64,19 +64,29 @@ class TokenizerLoss(nn.Module):
         return self.discriminator is not None and step >= self.adv_start_step
 
     def generator_loss(
-        self, images: torch.Tensor, out: TokenizerOutput, step: int = 0
+        self, images: torch.Tensor, out: TokenizerOutput, step: int = 0, pixel_weight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total autoencoder loss for ``images [N, 3, H, W]`` and its parts (detached) for logging."""
+        """Total autoencoder loss for ``images [N, 3, H, W]`` and its parts (detached) for logging.
+
+        ``pixel_weight`` ``[N, 1, H, W]`` (optional, >= 0): the L1 and L2 terms become weighted means over pixels,
+        e.g. to up-weight the pixels that move between frames (:func:`hma_zoo.tokenizers.train.motion_masks`);
+        the logged ``l1`` / ``l2`` stay the plain means so runs with and without weights compare.
+        """
         recon = out.recon
         parts: dict[str, torch.Tensor] = {}
         loss = out.aux_loss
         parts["aux"] = out.aux_loss.detach()
+        if pixel_weight is not None:
+            w = pixel_weight.to(recon.dtype).expand_as(recon)
+            norm = w.sum().clamp_min(1e-8)
         if self.l1_weight:
             parts["l1"] = F.l1_loss(recon, images)
-            loss = loss + self.l1_weight * parts["l1"]
+            term = (w * (recon - images).abs()).sum() / norm if pixel_weight is not None else parts["l1"]
+            loss = loss + self.l1_weight * term
         if self.l2_weight:
             parts["l2"] = F.mse_loss(recon, images)
-            loss = loss + self.l2_weight * parts["l2"]
+            term = (w * (recon - images).square()).sum() / norm if pixel_weight is not None else parts["l2"]
+            loss = loss + self.l2_weight * term
         if self.grad_weight:
             parts["grad"] = image_gradient_l1(recon, images)
             loss = loss + self.grad_weight * parts["grad"]

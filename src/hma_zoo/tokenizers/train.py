@@ -46,7 +46,7 @@ def image_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 target.detach().float().clamp(-1, 1).permute(0, 2, 3, 1), data_range=2.0)
 
 
-def _frames_from_shards(data_dir: str, split: str) -> dict[str, torch.Tensor]:
+def _episodes_from_shards(data_dir: str, split: str) -> dict[str, list[np.ndarray]]:
     from hma_zoo.data.shards import iter_episodes, join, load_manifest  # lazy: data package is optional here
 
     manifest = load_manifest(data_dir)
@@ -59,7 +59,51 @@ def _frames_from_shards(data_dir: str, split: str) -> dict[str, torch.Tensor]:
             if ep.frames is None:
                 raise ValueError(f"{data_dir} holds token shards; tokenizers train on episode (frame) shards")
             out.setdefault(ep.embodiment, []).append(ep.frames)
-    return {k: torch.from_numpy(np.concatenate(v)) for k, v in out.items()}
+    return out
+
+
+def load_episode_frames(data_dir: str | os.PathLike, split: str = "train") -> dict[str, list[np.ndarray]]:
+    """Frames per embodiment and episode, uint8 ``[T, H, W, 3]`` each, in time order (for :func:`motion_masks`).
+
+    An episode-shard dataset gives its episodes; a ``<embodiment>.npz`` array ``[E, T, H, W, 3]`` gives ``E``
+    episodes, and a flat ``[N, H, W, 3]`` array one sequence.
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist; build it with `hma-zoo data build` first")
+    npz = sorted(root.glob("*.npz"))
+    if not npz:
+        return _episodes_from_shards(str(root), split)
+    out = {}
+    for path in npz:
+        with np.load(path) as arrays:
+            if split not in arrays:
+                raise KeyError(f"{path} has no {split!r} array (has {list(arrays)})")
+            arr = arrays[split]
+        out[path.stem] = list(arr.reshape(-1, *arr.shape[-4:])) if arr.ndim >= 5 else [arr]
+    return out
+
+
+def motion_masks(episode: np.ndarray | torch.Tensor, threshold: int = 12, dilate: int = 1) -> torch.Tensor:
+    """Pixels that move: bool ``[T, H, W]`` for frames uint8 ``[T, H, W, 3]`` of one episode in time order.
+
+    A pixel is marked when any channel differs by more than ``threshold`` (of 255) from the previous or the next
+    frame, then the marks are grown by ``dilate`` pixels. In a fixed-camera scene that is the robot and the
+    objects it pushes, both where they were and where they went: the content an action-conditioned world model
+    needs and a reconstruction loss averaged over a mostly static frame neglects (the 2-pixel Push-T agent).
+    """
+    x = torch.as_tensor(np.asarray(episode)).to(torch.int16)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"motion_masks takes one episode of frames [T, H, W, 3], got {tuple(x.shape)}")
+    moved = torch.zeros(x.shape[:3], dtype=torch.bool)
+    if x.shape[0] > 1:
+        d = (x[1:] - x[:-1]).abs().amax(-1) > threshold  # [T-1, H, W]: changed between t and t+1
+        moved[1:] |= d
+        moved[:-1] |= d
+    if dilate > 0:
+        k = 2 * dilate + 1
+        moved = torch.nn.functional.max_pool2d(moved[:, None].float(), k, stride=1, padding=dilate)[:, 0] > 0
+    return moved
 
 
 def load_frames(
@@ -85,7 +129,7 @@ def load_frames(
                 arr = arrays[split]
             out[path.stem] = torch.from_numpy(arr.reshape(-1, *arr.shape[-3:]))
     else:
-        out = _frames_from_shards(str(root), split)
+        out = {k: torch.from_numpy(np.concatenate(v)) for k, v in _episodes_from_shards(str(root), split).items()}
     if max_frames is not None:
         out = {k: v[:: max(1, math.ceil(v.shape[0] / max_frames))][:max_frames] for k, v in out.items()}
     return out
@@ -156,6 +200,7 @@ def train_tokenizer(
     progress: bool = True,
     num_threads: int | None = None,
     init_from: str | os.PathLike | None = None,
+    motion_weight: float = 0.0,
 ) -> Tokenizer:
     """Train tokenizer ``name`` on frames of ``data_dir`` and return it (saved to ``out_dir`` if given).
 
@@ -178,6 +223,9 @@ def train_tokenizer(
             machine: on a loaded 2-core CPU one step took 0.04 s with 1 thread and 4-7 s with 2).
         init_from: continue from a saved tokenizer folder (its architecture wins over ``name``'s defaults and
             ``overrides``; a KL tokenizer's scale is re-fitted at the end).
+        motion_weight: extra weight of the pixels that move between frames (:func:`motion_masks`) in the L1 / L2
+            terms: a moving pixel counts ``1 + motion_weight`` times. Needs episodes in time order (``data_dir``,
+            or ``frames`` given as consecutive frames of one sequence per embodiment).
 
     Returns:
         The trained tokenizer (eval mode); ``tokenizer.train_metrics`` holds the final losses, and
@@ -191,16 +239,28 @@ def train_tokenizer(
                 name, data_dir, steps, frames=frames, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                 weight_decay=weight_decay, loss=loss, overrides=overrides, out_dir=out_dir, val_frames=val_frames,
                 time_limit_s=time_limit_s, seed=seed, progress=progress, num_threads=None, init_from=init_from,
+                motion_weight=motion_weight,
             )
         finally:
             torch.set_num_threads(old_threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    moving: torch.Tensor | None = None
     if frames is None:
         if data_dir is None:
             raise ValueError("train_tokenizer needs data_dir or frames")
-        frames = load_frames(data_dir, "train")
+        episodes = load_episode_frames(data_dir, "train")
+        frames = {k: torch.from_numpy(np.concatenate(v)) for k, v in episodes.items()}
+        if motion_weight > 0:
+            moving = torch.cat([motion_masks(e) for v in episodes.values() for e in v])
+    elif motion_weight > 0:
+        moving = torch.cat([motion_masks(f.reshape(-1, *f.shape[-3:])) for f in frames.values()])
+    if motion_weight < 0:
+        raise ValueError(f"motion_weight must be >= 0, got {motion_weight}")
     pool = torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames.values()])
+    if moving is not None:
+        log.info("motion weighting: %.1f%% of training pixels move (weight %.1f)",
+                 100 * float(moving.float().mean()), 1 + motion_weight)
     if pool.dtype != torch.uint8 or pool.shape[-1] != 3:
         raise ValueError(f"training frames must be uint8 [..., H, W, 3], got {pool.dtype} {tuple(pool.shape)}")
     if init_from is not None:
@@ -233,7 +293,8 @@ def train_tokenizer(
         idx = torch.randint(0, pool.shape[0], (batch_size,), generator=gen)
         images = _to_images(pool[idx])
         out = tok(images)
-        g_loss, parts = crit.generator_loss(images, out, step)
+        weight = None if moving is None else 1.0 + motion_weight * moving[idx].unsqueeze(1).float()
+        g_loss, parts = crit.generator_loss(images, out, step, pixel_weight=weight)
         opt.zero_grad(set_to_none=True)
         g_loss.backward()
         torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
@@ -261,7 +322,9 @@ def train_tokenizer(
         sample = pool[torch.randperm(pool.shape[0], generator=gen)[:2048]]
         tok.fit_scale(sample)
     if out_dir is not None:
-        meta: dict[str, Any] = {"variant": name, "train": tok.train_metrics, "data_dir": str(data_dir)}
+        meta: dict[str, Any] = {"variant": name, "train": tok.train_metrics, "data_dir": str(data_dir),
+                                "motion_weight": motion_weight, "batch_size": batch_size, "lr": lr,
+                                "overrides": overrides or {}}
         if init_from is not None:
             prior = getattr(tok, "pretrained_meta", {})
             meta["continued_from"] = {"path": str(init_from), "train": prior.get("train"), "val": prior.get("val")}
