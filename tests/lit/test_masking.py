@@ -151,7 +151,8 @@ def test_full_frame_ratio_hides_whole_frames() -> None:
     # at 0.5 half the maskable frames are hidden outright; the cosine draw hides the rest with its own rate
     half = sample_masks(400, 5, (4, 4), "vq", MaskingConfig(full_frame_ratio=0.5, non_mlm_ratio=0.0),
                         generator=torch.Generator().manual_seed(1))
-    none = sample_masks(400, 5, (4, 4), "vq", MaskingConfig(non_mlm_ratio=0.0), generator=torch.Generator().manual_seed(1))
+    none = sample_masks(400, 5, (4, 4), "vq", MaskingConfig(non_mlm_ratio=0.0),
+                        generator=torch.Generator().manual_seed(1))
     full_half = half.token_mask[:, 1:].flatten(2).all(-1).float().mean()
     full_none = none.token_mask[:, 1:].flatten(2).all(-1).float().mean()
     assert abs(full_half - (0.5 + 0.5 * full_none)) < 0.05 and full_none < 0.3, (full_half, full_none)
