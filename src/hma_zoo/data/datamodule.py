@@ -41,6 +41,18 @@ def _env_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+class _PassNumberingLoader(DataLoader):
+    """The train DataLoader: numbers its passes on the dataset (each pass's randomness follows from its number, not
+    from a fresh seed) and hands a pending resume skip to the pass that starts next, once."""
+
+    def __iter__(self):  # type: ignore[override]
+        ds = self.dataset
+        ds.epoch = (ds.epoch if ds.epoch is not None else -1) + 1
+        it = super().__iter__()  # calls (or pickles for the workers) the dataset's __iter__, which reads the skip
+        ds.skip_batches = 0
+        return it
+
+
 class HMADataModule(L.LightningDataModule):
     """Windows of heterogeneous robot videos and actions from one or more dataset folders / URLs.
 
@@ -199,17 +211,50 @@ class HMADataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and any(c.size for c in self._components["val"]):
             self.datasets["val"] = self.make_dataset("val")
 
-    def _loader(self, ds: WindowDataset) -> DataLoader:
+    def _loader(self, ds: WindowDataset, cls: type[DataLoader] = DataLoader) -> DataLoader:
         hp = self.hparams
         ds.set_loader_geometry(hp.batch_size, hp.num_workers)
-        return DataLoader(ds, batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_windows,
-                          pin_memory=hp.pin_memory, persistent_workers=False,
-                          prefetch_factor=4 if hp.num_workers > 0 else None)
+        return cls(ds, batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_windows,
+                   pin_memory=hp.pin_memory, persistent_workers=False,
+                   prefetch_factor=4 if hp.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         if "train" not in self.datasets:
             self.setup("fit")
-        return self._loader(self.datasets["train"])
+        ds = self.datasets["train"]
+        if ds.epoch is None:
+            ds.epoch = -1  # the loader numbers the passes 0, 1, ...
+        return self._loader(ds, _PassNumberingLoader)
+
+    # ---------------------------------------------------------------------------------- exact resume
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training stream stands, saved in Lightning checkpoints: the pass (epoch) and the batches of it
+        already trained on. With :meth:`load_state_dict` a resumed run (``--ckpt_path``) continues with exactly the
+        windows, in the order and with the random phases, that the uninterrupted run would have seen next."""
+        ds = self.datasets.get("train")
+        trainer = self.trainer
+        if ds is None or ds.epoch is None or trainer is None:
+            return {}
+        processed = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        epoch, done = int(ds.epoch), processed
+        per_pass = len(ds) // self.hparams.batch_size if ds._geometry is not None else None
+        if per_pass is not None and done >= per_pass:  # the pass is over: the next starts from its beginning
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done, "seed": int(self.hparams.seed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls it on resume, before it asks for the train loader)."""
+        if not state:
+            return
+        if int(state.get("seed", self.hparams.seed)) != int(self.hparams.seed):
+            log.warning("resuming with data seed %s, the checkpoint was written with %s: the stream differs",
+                        self.hparams.seed, state.get("seed"))
+        if "train" not in self.datasets:
+            self.setup("fit")
+        ds = self.datasets["train"]
+        ds.epoch = int(state["epoch"]) - 1  # the loader's next pass is the saved one
+        ds.skip_batches = int(state["batches_done"])
+        log.info("data: resuming pass %d after %d batches", state["epoch"], state["batches_done"])
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.datasets:

@@ -121,6 +121,11 @@ class WindowDataset(IterableDataset):
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.read_stats = ReadStats()
         self._iterations = 0
+        # Set by the DataModule's loader (exact resume): the pass number, which fixes the pass's randomness, and
+        # the batches of this pass already consumed before a restart, skipped without decoding their windows.
+        self.epoch: int | None = None
+        self.skip_batches = 0
+        self._geometry: tuple[int, int] | None = None
 
     def set_loader_geometry(self, batch_size: int, num_workers: int) -> None:
         """Tell the dataset how the DataLoader batches it, so that ``len()`` gives exact batch counts."""
@@ -137,7 +142,7 @@ class WindowDataset(IterableDataset):
         """Windows per epoch on this rank; with :meth:`set_loader_geometry`, rounded up so that
         ``ceil(len / batch_size)`` is exactly the number of batches this rank's DataLoader yields
         (each worker ends on its own partial batch); Lightning stops an epoch after ``len(dataloader)`` batches."""
-        geometry = getattr(self, "_geometry", None)
+        geometry = self._geometry
         if geometry is None:
             return math.ceil((self.total if self.mode == "finite" else self.epoch_windows) / self.world_size)
         batch, workers = geometry
@@ -186,8 +191,11 @@ class WindowDataset(IterableDataset):
         """Windows each consumer yields in finite mode (before padding), from the manifest alone."""
         return [sum(_count(c, partition(c, k, n_consumers)) for c in self.components) for k in range(n_consumers)]
 
-    def iter_consumer(self, consumer: int, n_consumers: int, seed_extra: int = 0) -> Iterator[dict[str, Any]]:
-        """The samples of consumer ``consumer`` (= ``rank * workers + worker``) out of ``n_consumers``."""
+    def iter_consumer(self, consumer: int, n_consumers: int, seed_extra: int = 0,
+                      skip: int = 0) -> Iterator[dict[str, Any]]:
+        """The samples of consumer ``consumer`` (= ``rank * workers + worker``) out of ``n_consumers``; the first
+        ``skip`` are drawn (the random stream advances exactly as if they were yielded) but not decoded or
+        yielded."""
         rng = np.random.default_rng([self.seed, consumer, seed_extra])
         infinite = self.mode == "resampled"
         streams, buffers, probs = {}, {}, {}
@@ -226,11 +234,15 @@ class WindowDataset(IterableDataset):
             start = starts.pop(int(rng.integers(len(starts))) if self.shuffle else 0)
             if not starts:
                 buf.pop(j)
+            if n < skip and len(emitted) >= need:
+                n += 1
+                continue
             sample = self._sample(comp, ep, start)
             if len(emitted) < need:
                 emitted.append(sample)
             n += 1
-            yield sample
+            if n > skip:
+                yield sample
         if target is not None and n < target and not emitted:  # this consumer owns nothing: borrow windows
             emitted = self._first_windows(target - n, rng)
         if target is not None:
@@ -248,14 +260,22 @@ class WindowDataset(IterableDataset):
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # Not a generator: the pass number and the skip are read now, when the DataLoader starts the pass.
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         self._iterations += 1
-        # per-epoch randomness: DataLoader draws a fresh base seed per iterator; in-process we count iterations
-        extra = (info.seed % 2**31) if info is not None else self._iterations
+        if self.epoch is not None:  # driven by the DataModule's loader: the pass's randomness follows its number
+            extra = self.epoch
+        else:  # plain iteration: the DataLoader draws a fresh base seed per iterator; in-process we count passes
+            extra = (info.seed % 2**31) if info is not None else self._iterations
         if self.mode == "finite" and not self.shuffle:
             extra = 0
-        yield from self.iter_consumer(self.rank * n_workers + worker, self.world_size * n_workers, extra)
+        skip = 0
+        if self.skip_batches:
+            # DataLoader workers deliver batches round-robin: worker w made batches w, w + W, w + 2W, ...
+            batch = self._geometry[0] if self._geometry is not None else 1
+            skip = max(0, -(-(self.skip_batches - worker) // n_workers)) * batch
+        return self.iter_consumer(self.rank * n_workers + worker, self.world_size * n_workers, extra, skip)
 
 
 def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
