@@ -7,6 +7,7 @@ Public API (imported lazily so ``import hma_zoo`` is fast)::
     model = hma_zoo.create_model("hma-vq-s64", embodiments=[hma_zoo.EmbodimentSpec("arm", action_dim=4)])
     model = hma_zoo.load_pretrained("path/or/org/repo")
     sim = hma_zoo.Simulator(model, tokenizer)
+    sim = hma_zoo.load_simulator("hma-vq-t64.simmix")     # shipped weights + their tokenizer, offline
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _LAZY: dict[str, str] = {
     "create_tokenizer": "hma_zoo.tokenizers",
     "load_tokenizer": "hma_zoo.tokenizers",
     "Simulator": "hma_zoo.sim",
+    "load_simulator": "hma_zoo.pretrained",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

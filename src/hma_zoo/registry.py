@@ -62,9 +62,12 @@ def _ensure_registered() -> None:
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """Registered variant names matching a glob ``pattern`` (``pretrained=True``: tagged weights only)."""
+    """Registered variant names matching a glob ``pattern`` (``pretrained=True``: tagged weights only, the shipped
+    ones of ``pretrained/`` included)."""
+    from hma_zoo.pretrained import shipped
+
     _ensure_registered()
-    names = sorted(_PRETRAINED) if pretrained else sorted(_MODELS)
+    names = sorted(set(_PRETRAINED) | set(shipped("hma"))) if pretrained else sorted(_MODELS)
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 
@@ -75,7 +78,10 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> torch
     be ``local-dir:PATH``, ``hf-hub:org/name`` or a registered ``variant.tag``: then the saved model is loaded
     (overrides are not allowed there; use ``model.with_embodiments`` to add robots).
     """
-    if name.startswith(("local-dir:", "hf-hub:")) or name in _PRETRAINED or (pretrained and "." in name):
+    from hma_zoo.pretrained import shipped
+
+    if (name.startswith(("local-dir:", "hf-hub:")) or name in _PRETRAINED or name in shipped("hma")
+            or (pretrained and "." in name)):
         if overrides:
             raise TypeError("overrides cannot be applied to a pretrained model; use model.with_embodiments(...)")
         return load_pretrained(name)
@@ -117,8 +123,10 @@ def load_pretrained(name_or_path: str, map_location: str | torch.device = "cpu")
     """Load a saved world model from a folder, ``local-dir:``/``hf-hub:`` name, hub id or registered tag."""
     from hma_zoo import hub
 
+    from hma_zoo.pretrained import resolve_shipped
+
     _ensure_registered()
-    source = _PRETRAINED.get(name_or_path, name_or_path)
+    source = _PRETRAINED.get(name_or_path, resolve_shipped(name_or_path))
     return hub.load_pretrained(source, kind="hma", map_location=map_location)
 
 

@@ -39,8 +39,10 @@ def load_world_model(ckpt: str) -> torch.nn.Module:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hma-zoo evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="world model: save_pretrained folder, hub id, or Lightning .ckpt")
-    p.add_argument("--tokenizer", required=True, help="tokenizer folder / hub id (load_tokenizer)")
+    p.add_argument("--ckpt", "--model", dest="ckpt", required=True,
+                   help="world model: shipped name (hma-vq-t64.simmix), save_pretrained folder, hub id, or .ckpt")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer folder / hub id / shipped name (default: the one bundled with --model)")
     p.add_argument("--data", required=True, help="dataset folder or URL prefix (episode or token shards)")
     p.add_argument("--split", default="val", choices=("val", "train"))
     p.add_argument("--max-windows", type=int, default=32, help="windows evaluated (default 32)")
@@ -84,8 +86,15 @@ def main(argv: list[str]) -> int:
         print(f"hma-zoo evaluate: probe {args.probe!r} does not exist; fit one with "
               f"`hma-zoo probe fit --data {args.data}`")
         return 2
+    from hma_zoo.pretrained import bundled_tokenizer
+
+    tok_source = args.tokenizer or bundled_tokenizer(args.ckpt)
+    if tok_source is None:
+        print(f"hma-zoo evaluate: {args.ckpt!r} bundles no tokenizer; pass the one it was trained with "
+              "(--tokenizer DIR)")
+        return 2
     model = load_world_model(args.ckpt)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(str(tok_source))
     if args.loss_only:
         result = evaluate_loss(model, tokenizer, args.data, split=args.split, max_windows=args.max_windows,
                                batch_size=args.batch_size, window=args.window, seed=args.seed)
@@ -109,7 +118,7 @@ def main(argv: list[str]) -> int:
                       temperature=args.temperature, random_draws=args.random_draws, seed=args.seed,
                       probe=args.probe, policy=not args.no_policy, out_dir=args.out, num_gifs=args.num_gifs,
                       lpips_weights=args.lpips_weights)
-    result["settings"].update(ckpt=args.ckpt, tokenizer=args.tokenizer, data=args.data, threads=torch.get_num_threads(),
+    result["settings"].update(ckpt=args.ckpt, tokenizer=str(tok_source), data=args.data, threads=torch.get_num_threads(),
                               cpu_count=os.cpu_count())
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=1))

@@ -603,14 +603,20 @@ class HMALitModule(L.LightningModule):
 
     def save_pretrained(self, directory: str | Path, meta: dict[str, Any] | None = None,
                         model: nn.Module | None = None) -> Path:
-        """Write the evaluation weights (EMA if kept) in the hub format (``config.json`` + ``model.safetensors``).
+        """Write the evaluation weights (EMA if kept) in the hub format (``config.json`` + ``model.safetensors``),
+        with the tokenizer bundled in ``tokenizer/`` when it was given as a saved folder, so that
+        :func:`hma_zoo.load_simulator` works from the folder alone.
 
         ``model``: an already exported copy (see :meth:`export_model`), to save without gathering again."""
         from hma_zoo import hub
+        from hma_zoo.pretrained import bundle_tokenizer
 
         info = {"variant": self.variant, "tokenizer": self._tokenizer_name,
                 "global_step": int(self.global_step) if self._trainer is not None else 0, **(meta or {})}
-        return hub.save_pretrained(model if model is not None else self.export_model(), directory, meta=info)
+        out = hub.save_pretrained(model if model is not None else self.export_model(), directory, meta=info)
+        if self._tokenizer_name and (Path(self._tokenizer_name) / "config.json").is_file():
+            bundle_tokenizer(out, self._tokenizer_name)
+        return out
 
 
 def load_world_model(source: str) -> nn.Module:

@@ -111,14 +111,18 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> Tokenizer:
     """A tokenizer by registry name (fresh weights), saved folder / hub id (trained weights) or ``diffusers:PATH``.
 
     Args:
-        name_or_path: ``"tok-vq-f8-1k"`` (registry: untrained, ``kwargs`` are overrides); a folder written by
+        name_or_path: ``"tok-vq-f8-1k"`` (registry: untrained, ``kwargs`` are overrides); shipped weights
+            (``"tok-vq-f4-4k.simmix"``, in ``pretrained/``); a folder written by
             :func:`hma_zoo.hub.save_pretrained`, ``local-dir:...``, ``hf-hub:org/name`` or ``org/name``
             (``kwargs`` go to :func:`hma_zoo.hub.load_pretrained`); ``diffusers:PATH_OR_REPO`` (a diffusers
             ``AutoencoderKL``, ``kwargs`` go to ``DiffusersKLTokenizer.from_pretrained``).
     """
+    from hma_zoo.pretrained import resolve_shipped
+
     s = str(name_or_path)
     if s in _REGISTRY:
         return create_tokenizer(s, **kwargs)
+    s = resolve_shipped(s)  # a shipped tag such as "tok-vq-f4-4k.simmix"
     if s.startswith("diffusers:"):
         from hma_zoo.tokenizers.diffusers_adapter import DiffusersKLTokenizer
 
