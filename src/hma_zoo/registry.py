@@ -122,7 +122,6 @@ def model_config(name: str, **overrides: Any) -> HMAConfig:
 def load_pretrained(name_or_path: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a saved world model from a folder, ``local-dir:``/``hf-hub:`` name, hub id or registered tag."""
     from hma_zoo import hub
-
     from hma_zoo.pretrained import resolve_shipped
 
     _ensure_registered()
