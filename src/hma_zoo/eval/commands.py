@@ -118,8 +118,8 @@ def main(argv: list[str]) -> int:
                       temperature=args.temperature, random_draws=args.random_draws, seed=args.seed,
                       probe=args.probe, policy=not args.no_policy, out_dir=args.out, num_gifs=args.num_gifs,
                       lpips_weights=args.lpips_weights)
-    result["settings"].update(ckpt=args.ckpt, tokenizer=str(tok_source), data=args.data, threads=torch.get_num_threads(),
-                              cpu_count=os.cpu_count())
+    result["settings"].update(ckpt=args.ckpt, tokenizer=str(tok_source), data=args.data,
+                              threads=torch.get_num_threads(), cpu_count=os.cpu_count())
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=1))
     print(result["markdown"])
