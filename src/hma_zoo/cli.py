@@ -4,6 +4,7 @@
 * ``hma-zoo data build|tokenize|validate|stats ...``: datasets (:mod:`hma_zoo.data.commands`).
 * ``hma-zoo models [PATTERN]``: the table of registered variants with parameter counts.
 * ``hma-zoo evaluate ...``: metrics, baselines, rollouts (:mod:`hma_zoo.eval.commands`).
+* ``hma-zoo new-robot --data DIR --model NAME``: add a robot to a pretrained world model (:mod:`hma_zoo.new_robot`).
 * ``hma-zoo quickstart``: the README's main job end to end (:mod:`hma_zoo.quickstart`).
 """
 
@@ -23,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hma_zoo.eval.commands", "evaluate a checkpoint: metrics, baselines, rollout videos"),
     "probe": ("hma_zoo.eval.probe", "fit an action-following state probe (frame -> state) on a dataset"),
     "card": ("hma_zoo.cards", "render the model card of a saved model from its measured metadata"),
+    "new-robot": ("hma_zoo.new_robot", "bring your own robot: fine-tune tokenizer and pretrained world model, vs scratch"),
     "quickstart": ("hma_zoo.quickstart", "the README's main job: data, tokenizer, world model, rollout, metrics"),
 }
 

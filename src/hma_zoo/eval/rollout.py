@@ -59,7 +59,8 @@ def next_frame_cross_entropy(model: torch.nn.Module, tokens: torch.Tensor, actio
     """Cross-entropy (nats per token, no label smoothing) of each frame ``t >= 1`` of ``tokens`` ``[B, T, h, w]``
     when it is entirely hidden and frames ``< t`` are visible (``vq`` only).
 
-    Returns the per-sample mean ``[B]``, or with ``per_token`` the values ``[B, T-1, S]``."""
+    Returns the per-sample mean ``[B]``, or with ``per_token`` the values ``[B, T-1, S]`` (``[B, T-1, S * G]`` for
+    grouped tokens: one value per tokenizer id)."""
     if model.kind != "vq":
         raise ValueError("perplexity is defined for vq (discrete-token) models only")
     b, t = tokens.shape[:2]
@@ -75,7 +76,7 @@ def next_frame_cross_entropy(model: torch.nn.Module, tokens: torch.Tensor, actio
         for i, lg in enumerate(model.video_head.split(logits.reshape(-1, logits.shape[-1]))):
             ce = ce + F.cross_entropy(lg, digits[:, i], reduction="none")
         out.append(ce.view(b, -1).cpu())
-    values = torch.stack(out, 1) if out else torch.zeros(b, 0, target.shape[-1])
+    values = torch.stack(out, 1) if out else torch.zeros(b, 0, target[:, 0].numel() // max(b, 1))
     return values if per_token else values.flatten(1).mean(1)
 
 
@@ -587,7 +588,7 @@ def evaluate_loss(
         if model.kind == "vq":
             ce = next_frame_cross_entropy(model, w.tokens, w.actions, w.names, per_token=True)  # [B, T-1, S]
             target = model.to_trunk_tokens(w.tokens).cpu()
-            changed = (target[:, 1:] != target[:, :-1]).double()
+            changed = (target[:, 1:] != target[:, :-1]).flatten(2).double()  # [B, T-1, S(*G)] image tokens
             acc.add("loss", "model", "ce", ce.flatten(1).mean(1), w.names)
             acc.add("loss", "model", "changed_share", changed.flatten(1).mean(1), w.names)
             acc.add("loss", "model", "ce_changed", (ce * changed).flatten(1).sum(1) /
