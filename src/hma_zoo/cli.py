@@ -24,7 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hma_zoo.eval.commands", "evaluate a checkpoint: metrics, baselines, rollout videos"),
     "probe": ("hma_zoo.eval.probe", "fit an action-following state probe (frame -> state) on a dataset"),
     "card": ("hma_zoo.cards", "render the model card of a saved model from its measured metadata"),
-    "new-robot": ("hma_zoo.new_robot", "bring your own robot: fine-tune tokenizer and pretrained world model, vs scratch"),
+    "new-robot": ("hma_zoo.new_robot", "add your robot to a pretrained world model (and compare with scratch)"),
     "quickstart": ("hma_zoo.quickstart", "the README's main job: data, tokenizer, world model, rollout, metrics"),
 }
 
