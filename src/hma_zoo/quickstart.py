@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-steps", type=int, default=600, help="training steps of the state probe")
     p.add_argument("--workers", type=int, default=2, help="simulator workers when building data")
     p.add_argument("--retrain", action="store_true", help="train tokenizer and world model again")
+    p.add_argument("--pretrained", nargs="?", const="hma-vq-t64.simmix", default=None, metavar="NAME",
+                   help="skip training: evaluate the shipped world model NAME (default hma-vq-t64.simmix) with its "
+                        "bundled tokenizer instead")
     return p
 
 
@@ -165,8 +168,10 @@ def simulator_rollout(model: Any, tokenizer: Any, data: Path, out: Path) -> Path
     return path
 
 
-def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: Path) -> Path:
-    """Store the measured metrics in the saved model's metadata and render its card (``README.md``)."""
+def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: Path, tag: str = "quickstart",
+                     **meta: Any) -> Path:
+    """Store the measured metrics (and ``meta``) in the saved model's metadata and render its card
+    (``README.md``)."""
     import os
     import platform
 
@@ -189,8 +194,8 @@ def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: 
                 if other.get(name) is not None:
                     entry[f"{name} ({base})"] = round(float(other[name]), 3)
     params = sum(p.numel() for p in model.parameters())
-    payload["meta"].update(tag="quickstart", data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
-                           machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")
+    payload["meta"].update(tag=tag, data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
+                           machine=f"{platform.machine()} CPU, {os.cpu_count()} cores", **meta)
     config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
     return write_card(model_dir)
 
@@ -208,21 +213,33 @@ def main(argv: list[str] | None = None) -> int:
     ensure_data(data, args.mixture, args.workers)
     timings["data"] = time.monotonic() - t
 
-    t = time.monotonic()
-    tok_dir = out / "tokenizer"
-    fresh_tok = args.retrain or not (tok_dir / "config.json").is_file()
-    tokenizer = ensure_tokenizer(args.tokenizer, data, tok_dir, args.tokenizer_steps, args.retrain,
-                                 None if args.train_tokenizer else args.tokenizer_weights)
-    timings["tokenizer"] = time.monotonic() - t
+    if args.pretrained:
+        from hma_zoo.pretrained import bundled_tokenizer, resolve_shipped
+        from hma_zoo.tokenizers import load_tokenizer
 
-    t = time.monotonic()
-    tokens = data.parent / f"{data.name}-tok"
-    ensure_tokens(data, tok_dir, tokens, fresh_tok)
-    timings["token shards"] = time.monotonic() - t
+        model_dir = Path(resolve_shipped(args.pretrained))
+        tok_dir = bundled_tokenizer(model_dir)
+        if not (model_dir / "config.json").is_file() or tok_dir is None:
+            raise FileNotFoundError(f"{args.pretrained!r} is not a shipped world model with its tokenizer; "
+                                    "shipped: see `ls pretrained/`")
+        log.info("world model: the shipped %s (no training)", args.pretrained)
+        tokenizer = load_tokenizer(str(tok_dir))
+    else:
+        t = time.monotonic()
+        tok_dir = out / "tokenizer"
+        fresh_tok = args.retrain or not (tok_dir / "config.json").is_file()
+        tokenizer = ensure_tokenizer(args.tokenizer, data, tok_dir, args.tokenizer_steps, args.retrain,
+                                     None if args.train_tokenizer else args.tokenizer_weights)
+        timings["tokenizer"] = time.monotonic() - t
 
-    t = time.monotonic()
-    model_dir = train_world_model(args.recipe, tokens, tok_dir, out, args.wm_steps, args.retrain or fresh_tok)
-    timings["world model"] = time.monotonic() - t
+        t = time.monotonic()
+        tokens = data.parent / f"{data.name}-tok"
+        ensure_tokens(data, tok_dir, tokens, fresh_tok)
+        timings["token shards"] = time.monotonic() - t
+
+        t = time.monotonic()
+        model_dir = train_world_model(args.recipe, tokens, tok_dir, out, args.wm_steps, args.retrain or fresh_tok)
+        timings["world model"] = time.monotonic() - t
 
     t = time.monotonic()
     probe = ensure_probe(data, args.probe_steps)
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True, probe=probe,
                       out_dir=str(out / "eval"))
     gif = simulator_rollout(model, tokenizer, data, out)
-    card = write_model_card(model_dir, model, result, data)
+    card = model_dir / "README.md" if args.pretrained else write_model_card(model_dir, model, result, data)
     timings["evaluation"] = time.monotonic() - t
     total = time.monotonic() - start
 
