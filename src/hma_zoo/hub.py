@@ -64,6 +64,10 @@ def save_pretrained(
         The folder path.
     """
     kind = _kind_of(module)
+    bad = nonfinite_tensors(module.state_dict())
+    if bad:
+        raise FloatingPointError(f"refusing to save {type(module).__name__} to {directory}: non-finite values (NaN "
+                                 f"or inf) in {bad[:5]}{' ...' if len(bad) > 5 else ''}; training diverged")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     _, get_config = _KINDS[kind]
@@ -126,6 +130,11 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike,
     *,
@@ -145,6 +154,10 @@ def load_pretrained(
     """
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     payload = read_config(folder)
+    version = payload.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{folder}/{CONFIG_NAME} has format_version {version!r}; this hma_zoo reads up to "
+                         f"{FORMAT_VERSION}: upgrade hma_zoo")
     stored = payload["hma_zoo_kind"]
     if kind is not None and stored != kind and not stored.startswith(kind + "/"):
         raise ValueError(f"{name_or_path} holds a {stored!r}, not a {kind!r}")
@@ -155,6 +168,10 @@ def load_pretrained(
     build, _ = _KINDS[stored]
     module = build(payload["config"])
     state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(map_location))
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{folder}/{WEIGHTS_NAME} holds non-finite values (NaN or inf) in {bad[:5]}: the weights "
+                         "are broken (a diverged run); re-export them from a healthy checkpoint")
     missing, unexpected = module.load_state_dict(state, strict=strict)
     if missing or unexpected:
         log.warning("loaded %s with missing=%s unexpected=%s", name_or_path, missing, unexpected)

@@ -216,3 +216,46 @@ def test_action_free_model_has_exactly_zero_delta_psnr() -> None:
     for _ in range(2):
         metrics = lit.prediction_metrics(batch, 2)
         assert metrics["delta_psnr"].item() == 0.0
+
+
+def test_nonfinite_loss_stops_training_naming_the_batch_or_skips_a_bounded_number(embodiments) -> None:
+    batch = token_batch()
+    batch["episode_id"] = ["ep0", "ep1", "ep2", "ep3"]
+    batch["start"] = torch.tensor([0, 4, 0, 8])
+    batch["actions"][1, 2, 0] = float("nan")  # one NaN action in one window
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments)
+    lit.flops_per_token = 1.0
+    with pytest.raises(FloatingPointError, match=r"step 0.*hand/ep1@4.*non-finite actions in hand/ep1@4"):
+        lit.training_step(batch, 0)
+    lit = HMALitModule("hma-vq-test", embodiments=embodiments, max_nonfinite_skips=1)
+    lit.flops_per_token = 1.0
+    assert lit.training_step(batch, 0) is None  # skipped, counted
+    with pytest.raises(FloatingPointError, match="max_nonfinite_skips"):
+        lit.training_step(batch, 1)
+    clean = token_batch()
+    assert torch.isfinite(lit.training_step(clean, 2))
+
+
+def test_nonfinite_weights_are_never_saved_or_loaded(tmp_path, embodiments) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from hma_zoo import create_model, hub
+
+    model = create_model("hma-vq-test", embodiments=embodiments)
+    hub.save_pretrained(model, tmp_path / "ok")
+    with torch.no_grad():
+        model.trunk.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite.*trunk\.blocks\.0\.mlp\.fc1\.weight"):
+        hub.save_pretrained(model, tmp_path / "bad")
+    state = load_file(str(tmp_path / "ok" / "model.safetensors"))
+    state["pos"][0, 0] = float("inf")
+    save_file(state, str(tmp_path / "ok" / "model.safetensors"))
+    with pytest.raises(ValueError, match="non-finite values.*pos"):
+        hub.load_pretrained(tmp_path / "ok")
+    cfg = json.loads((tmp_path / "ok" / "config.json").read_text())
+    cfg["format_version"] = 99
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="format_version 99"):
+        hub.load_pretrained(tmp_path / "ok")

@@ -120,6 +120,9 @@ class HMALitModule(L.LightningModule):
             frame's (:meth:`~hma_zoo.model.HMA.changed_tokens`): they count ``1 + change_weight`` times. On
             sim-mix 20% of tokens change and carry 70% of the loss; a copying model is nearly free on the rest.
         change_threshold: ``mar`` only: RMS latent change above which a patch counts as changed.
+        max_nonfinite_skips: a batch whose loss is NaN or inf is skipped (no optimiser step) at most this many
+            times in a run; past that (default: at once) training stops with a ``FloatingPointError`` naming the
+            step and the batch's embodiments and episodes. A diverged model is never exported.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class HMALitModule(L.LightningModule):
         compile: bool = False,
         change_weight: float = 0.0,
         change_threshold: float = 0.25,
+        max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
         if change_weight < 0:
@@ -172,6 +176,7 @@ class HMALitModule(L.LightningModule):
         self.sample_steps = sample_steps
         self.compile_blocks = compile
         self.change_weight, self.change_threshold = float(change_weight), float(change_threshold)
+        self.max_nonfinite_skips, self.nonfinite_skips = int(max_nonfinite_skips), 0
         if tokenizer is None and token_info and token_info.get("tokenizer") and Path(token_info["tokenizer"]).is_dir():
             tokenizer = str(token_info["tokenizer"])
         self._tokenizer_name = tokenizer
@@ -364,6 +369,18 @@ class HMALitModule(L.LightningModule):
         else:
             out, names, tokens = self._loss(self.model, batch)
         b = tokens.shape[0]
+        if not bool(torch.isfinite(out["loss"])):
+            where = self._describe_batch(batch)
+            if self.nonfinite_skips < self.max_nonfinite_skips:
+                self.nonfinite_skips += 1
+                log.warning("step %d: non-finite loss %s, batch skipped (%d of at most %d): %s", self.global_step,
+                            float(out["loss"].detach()), self.nonfinite_skips, self.max_nonfinite_skips, where)
+                self.log("train/nonfinite_skips", float(self.nonfinite_skips), batch_size=b)
+                return None
+            raise FloatingPointError(
+                f"non-finite training loss ({float(out['loss'].detach())}) at step {self.global_step}; batch: {where}. "
+                "Lower the learning rate, check the data (`hma-zoo data validate`), or allow a few skips with "
+                "model.init_args.max_nonfinite_skips")
         self.last_batch_tokens = b * tokens.shape[1] * self.model.config.tokens.tokens_per_frame
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
         self.log("train/video_loss", out["video_loss"], batch_size=b)
@@ -379,6 +396,20 @@ class HMALitModule(L.LightningModule):
         if opt is not None:
             self.log("train/lr", opt.param_groups[0]["lr"], prog_bar=True, batch_size=b)
         return out["loss"]
+
+    @staticmethod
+    def _describe_batch(batch: dict[str, Any]) -> str:
+        """The embodiments, episodes and window starts of a batch, for error messages."""
+        names = batch.get("embodiment") or []
+        episodes = batch.get("episode_id") or ["?"] * len(names)
+        starts = batch.get("start")
+        starts = [int(s) for s in starts] if starts is not None else ["?"] * len(names)
+        parts = [f"{n}/{e}@{s}" for n, e, s in zip(names, episodes, starts)]
+        actions = batch.get("actions")
+        if isinstance(actions, torch.Tensor) and actions.is_floating_point() and not torch.isfinite(actions).all():
+            bad = (~torch.isfinite(actions)).flatten(1).any(1)
+            parts.append("non-finite actions in " + ", ".join(p for p, x in zip(parts, bad.tolist()) if x))
+        return "; ".join(parts) if parts else "(no episode information)"
 
     def _measure_flops(self, batch: dict[str, Any]):
         """First step: count the forward's FLOPs (x3 for forward + backward) per trunk token, for MFU."""
