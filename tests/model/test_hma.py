@@ -374,3 +374,25 @@ def test_changed_tokens_and_token_weights() -> None:
     lat[1, 2, 0, 0] += 1.0
     ch = mar.changed_tokens(lat, threshold=0.25)
     assert ch[:, 2].sum() == 1 and ch[1, 2, 0]
+
+
+def test_entry_points_refuse_invalid_input() -> None:
+    """Out-of-vocabulary ids, action rows narrower than the embodiment's chunk (or wider than the model's),
+    ``steps < 1`` and ``num_frames < 0`` fail with a message instead of wrapping, padding or returning junk."""
+    model = tiny("vq")
+    tokens, actions, names = batch(model)
+    bad = tokens.clone()
+    bad[0, 0, 0, 0] = model.config.tokens.vocab_size
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 64\)"):
+        model(bad, actions, names)
+    with pytest.raises(ValueError, match="steps"):
+        FrameStepper(model, steps=0)
+    with pytest.raises(ValueError, match="num_frames"):
+        model.generate(tokens[:, :1], actions, names, -1)
+    stepper = FrameStepper(model, steps=1, temperature=0.0)
+    stepper.reset(tokens[:1, :1], None, ["arm"])  # arm: stride 2 x action_dim 2 = 4 values per frame
+    with pytest.raises(ValueError, match="3 wide.*take 4 values"):
+        stepper.step(torch.zeros(1, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="5 wide"):
+        stepper.step(torch.zeros(1, 5, dtype=torch.float64))
+    assert stepper.step(torch.zeros(1, 4, dtype=torch.float64)).shape == (1, 4, 4)

@@ -130,6 +130,10 @@ class HMA(nn.Module):
         if self.kind == "vq":
             if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 raise TypeError(f"vq tokens must be integer ids, got {tokens.dtype}")
+            vocab = self.config.tokens.vocab_size
+            if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+                raise ValueError(f"vq token ids must lie in [0, {vocab}), got [{int(tokens.min())}, "
+                                 f"{int(tokens.max())}]; was the data tokenized with this model's tokenizer?")
             p = self.config.tokens.patch_size
             if p > 1:
                 return rearrange(tokens.long(), "b t (h p1) (w p2) -> b t (h w) (p1 p2)", p1=p, p2=p)

@@ -55,8 +55,12 @@ class FrameStepper:
         use_cache: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
+        if int(steps) < 1:
+            raise ValueError(f"steps (MaskGIT / MAR steps per frame) must be >= 1, got {steps}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         self.model = model
-        self.steps = steps
+        self.steps = int(steps)
         self.temperature = temperature
         self.top_k = top_k
         self.unmask = unmask
@@ -85,6 +89,10 @@ class FrameStepper:
             unk = torch.ones(b, 1, dtype=torch.bool, device=self.device)
         else:
             row = action.to(self.device, self.dtype).reshape(b, 1, -1)
+            need = getattr(self, "chunk_width", 0)
+            if row.shape[-1] < need or row.shape[-1] > a_max:
+                raise ValueError(f"action rows are {row.shape[-1]} wide; this batch's embodiments take {need} values "
+                                 f"per frame (stride x action_dim), and the model at most {a_max}")
             if row.shape[-1] < a_max:
                 row = torch.nn.functional.pad(row, (0, a_max - row.shape[-1]))
             unk = torch.zeros(b, 1, dtype=torch.bool, device=self.device)
@@ -103,6 +111,8 @@ class FrameStepper:
         self.batch, tp = prompt_tokens.shape[:2]
         self.device, self.dtype = model.pos.device, model.pos.dtype
         self.emb_idx = model.embodiment_index(embodiment, self.batch)
+        embs = model.config.embodiments
+        self.chunk_width = max((embs[int(i)].chunk_dim for i in self.emb_idx.tolist()), default=0) if embs else 0
         n = 2 if self.guided else 1
         self.run_idx = self.emb_idx.repeat(n)
         trunk_tokens = model.to_trunk_tokens(prompt_tokens.to(self.device))
@@ -272,6 +282,8 @@ def generate(
     ``use_cache``, ``generator``, ...). Returns ``[B, Tp + num_frames, ...]``.
     """
     tp = prompt_tokens.shape[1]
+    if int(num_frames) < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     stepper = _start(model, prompt_tokens, actions, embodiment, tp + num_frames - 1, kwargs)
     out = [prompt_tokens.to(stepper.device)]
     for i in range(num_frames):
