@@ -65,6 +65,11 @@ def test_new_robot_path_end_to_end(tmp_path, monkeypatch) -> None:
     assert scratch.config.embodiment_names == ("dot",)
     sim = hma_zoo.load_simulator(str(out / "finetuned" / "model"), temperature=0.0)
     assert sim.model is not None and "| finetuned | dot |" in (out / "report.md").read_text()
+    # the result evaluates by its folder alone (bundled tokenizer) and gets a card rendered from the measurement
+    assert cli(["evaluate", "--model", str(out / "finetuned" / "model"), "--data", str(data), "--max-windows", "2",
+                "--no-policy", "--out", str(tmp_path / "eval"), "--write-card", "unit"]) == 0
+    card = (out / "finetuned" / "model" / "README.md").read_text()
+    assert "hma-vq-test.unit" in card and "dot (teacher_forced)" in card
 
 
 def test_new_robot_says_what_is_missing(tmp_path, capsys) -> None:

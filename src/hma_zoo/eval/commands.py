@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-weights", default=None, help="Inception FID weights file (reserved; skipped without)")
     p.add_argument("--fvd-weights", default=None, help="I3D TorchScript file (reserved; skipped without)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--write-card", metavar="TAG", default=None,
+                   help="store the measured rows in the saved model folder's metadata (tag TAG) and render its card "
+                        "(README.md and model_cards/<variant>.<TAG>.md)")
     return p
 
 
@@ -122,6 +125,17 @@ def main(argv: list[str]) -> int:
                               threads=torch.get_num_threads(), cpu_count=os.cpu_count())
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=1))
+    if args.write_card:
+        from hma_zoo.pretrained import resolve_shipped
+        from hma_zoo.quickstart import write_model_card
+
+        folder = Path(resolve_shipped(args.ckpt))
+        if not (folder / "config.json").is_file():
+            print(f"hma-zoo evaluate: --write-card needs a saved model folder, not {args.ckpt!r}")
+            return 2
+        card = write_model_card(folder, model, result, Path(args.data), tag=args.write_card,
+                                evaluation={k: v for k, v in result["settings"].items() if k != "ckpt"})
+        print(f"card: {card}")
     print(result["markdown"])
     for note in result["notes"]:
         print(f"- {note}")
