@@ -17,6 +17,8 @@ _LAZY: dict[str, str] = {
     "split_for_index": "hma_zoo.data.schema",
     "DatasetWriter": "hma_zoo.data.shards",
     "ShardError": "hma_zoo.data.shards",
+    "DataError": "hma_zoo.data.shards",
+    "ShardExpectation": "hma_zoo.data.shards",
     "ReadStats": "hma_zoo.data.shards",
     "iter_episodes": "hma_zoo.data.shards",
     "load_manifest": "hma_zoo.data.shards",

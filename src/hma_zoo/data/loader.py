@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hma_zoo.data.mixture import mixture_weights
-from hma_zoo.data.shards import ReadStats, iter_episodes, join
+from hma_zoo.data.shards import DataError, ReadStats, ShardExpectation, iter_episodes, join
 from hma_zoo.data.windows import WindowSpec, extract_window, num_windows, window_starts
 
 
@@ -36,13 +36,15 @@ class Component:
     """One embodiment of the mixture: its window spec and the shards (url, [(episode_id, frames)]) holding it.
 
     ``trimmed`` holds the indices of shards whose episode list was cut (``max_episodes``): those are always read
-    with an explicit episode set, never whole.
+    with an explicit episode set, never whole. ``expect`` is what the manifest says every shard of the embodiment
+    holds (image size, action width, stride, token info); each shard is read checked against it and its episode list.
     """
 
     name: str
     spec: WindowSpec
     shards: list[tuple[str, list[tuple[str, int]]]] = field(default_factory=list)
     trimmed: set[int] = field(default_factory=set)
+    expect: ShardExpectation | None = None
 
     def episode_windows(self) -> list[tuple[int, str, int]]:
         """``(shard index, episode id, windows)`` for every episode, in manifest order."""
@@ -159,8 +161,10 @@ class WindowDataset(IterableDataset):
                 rng.shuffle(shard_ids)
             produced = False
             for i in shard_ids:
-                url = comp.shards[i][0]
-                for ep in iter_episodes(url, self.on_error, self.read_stats, keep=part[i]):
+                url, listed = comp.shards[i]
+                expect = replace(comp.expect or ShardExpectation(embodiment=comp.name, action_dim=comp.spec.action_dim,
+                                                                 stride=comp.spec.stored_stride), episodes=dict(listed))
+                for ep in iter_episodes(url, self.on_error, self.read_stats, keep=part[i], expect=expect):
                     visual = ep.frames if ep.frames is not None else ep.tokens
                     offset = int(rng.integers(0, comp.spec.step)) if infinite else 0
                     starts = window_starts(visual.shape[0], comp.spec, offset)
@@ -169,7 +173,12 @@ class WindowDataset(IterableDataset):
                     if len(starts):
                         produced = True
                         yield ep, starts
-            if not infinite or not produced:
+            if not produced and (infinite or _count(comp, part) == comp.size):
+                # every listed episode was damaged, missing or skipped: stop instead of yielding empty epochs
+                raise DataError(f"embodiment {comp.name!r}: no readable window in {len(shard_ids)} shard(s) "
+                                f"({', '.join(comp.shards[i][0] for i in shard_ids[:5])}); read_stats: "
+                                f"{self.read_stats.messages[:5]}")
+            if not infinite:
                 return
 
     def _sample(self, comp: Component, ep: Any, start: int) -> dict[str, Any]:
@@ -328,7 +337,7 @@ def build_components(manifests: list[dict[str, Any]], split: str, window: int, f
             if name in comps and comps[name].spec != spec:
                 raise ValueError(f"embodiment {name!r} has different action_dim/stride in two datasets: "
                                  f"{comps[name].spec} vs {spec}; rename one of them")
-            comp = comps.setdefault(name, Component(name, spec))
+            comp = comps.setdefault(name, Component(name, spec, expect=ShardExpectation.for_embodiment(m, name)))
             for shard in m["shards"]:
                 if shard["embodiment"] == name and shard["split"] == split:
                     comp.shards.append((join(m["root"], shard["path"]), [(x[0], x[1]) for x in shard["episodes"]]))

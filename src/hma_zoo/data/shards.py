@@ -12,7 +12,10 @@ A sample (tar members sharing the key ``<episode_id>``): ``.json`` (record), ``.
 
 Reading a damaged shard or member either raises :class:`ShardError` (``on_error="raise"``, the default) or skips
 the episode (or the rest of an unreadable shard), logs a warning and counts it in :class:`ReadStats`
-(``on_error="skip"``). It is never silently wrong.
+(``on_error="skip"``). It is never silently wrong. Given what the manifest lists for a shard
+(:class:`ShardExpectation`, or the ``keep`` ids), the reader also checks that every listed episode was read and that
+each episode's contents match the manifest; disagreements are :class:`DataError` (a ``ShardError`` and a
+``ValueError``) naming the shard, the episode and the field.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import logging
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -289,28 +292,155 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------- reading
 @dataclass
 class ReadStats:
-    """Counts of what a reader skipped with ``on_error="skip"`` (first messages kept for the report)."""
+    """Counts of what a reader skipped with ``on_error="skip"`` (first messages kept for the report).
+
+    ``skipped_episodes``: episodes present in a shard but damaged or not listed in the manifest; ``missing_episodes``:
+    episodes the manifest lists that the shard does not hold (truncated or rewritten shard); ``skipped_shards``:
+    shards (or the rest of shards) that cannot be read, and empty shards.
+    """
 
     episodes: int = 0
     skipped_episodes: int = 0
     skipped_shards: int = 0
+    missing_episodes: int = 0
     messages: list[str] = field(default_factory=list)
 
-    def note(self, msg: str, shard: bool = False) -> None:
-        if shard:
+    @property
+    def damaged(self) -> int:
+        """Everything skipped or missing: ``skipped_episodes + missing_episodes + skipped_shards``."""
+        return self.skipped_episodes + self.missing_episodes + self.skipped_shards
+
+    def note(self, msg: str, shard: bool = False, missing: int = 0) -> None:
+        """Count one skipped episode (or a skipped shard, or ``missing`` episodes absent from a shard) and log it."""
+        if missing:
+            self.missing_episodes += missing
+        elif shard:
             self.skipped_shards += 1
         else:
             self.skipped_episodes += 1
         if len(self.messages) < 20:
             self.messages.append(msg)
-        log.warning("skipping damaged data (%d episodes, %d shards so far): %s",
-                    self.skipped_episodes, self.skipped_shards, msg)
+        log.warning("skipping damaged data (%d episodes, %d missing episodes, %d shards so far): %s",
+                    self.skipped_episodes, self.missing_episodes, self.skipped_shards, msg)
 
 
-def decode_sample(key: str, members: dict[str, bytes], url: str = "?") -> Episode:
-    """Check the CRCs and shapes of one sample's members and decode them to an :class:`Episode`.
+class DataError(ShardError, ValueError):
+    """What a shard holds disagrees with the manifest or with the format: a missing, extra or duplicate episode, an
+    empty shard, or an episode whose contents are wrong (NaN/inf, dtype, shape, width or length).
 
-    Raises :class:`ShardError` naming the shard, the episode and the member on any problem.
+    It is a :class:`ShardError` (so ``on_error`` applies to it) and a ``ValueError``. Attributes: ``shard`` (URL),
+    ``episode_id`` and ``field_name`` (``None`` for shard-level problems) and ``missing`` (episode ids the manifest
+    lists but the shard lacks).
+    """
+
+    def __init__(self, message: str, *, shard: str = "?", episode_id: str | None = None,
+                 field_name: str | None = None, missing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.shard, self.episode_id, self.field_name, self.missing = shard, episode_id, field_name, list(missing)
+
+
+def _data_error(shard: str, problem: str, episode_id: str | None = None, field_name: str | None = None,
+                missing: Sequence[str] = ()) -> DataError:
+    where = f"shard {shard}"
+    if episode_id is not None:
+        where += f", episode {episode_id!r}"
+    if field_name is not None:
+        where += f", field {field_name!r}"
+    return DataError(f"{where}: {problem}", shard=shard, episode_id=episode_id, field_name=field_name,
+                     missing=missing)
+
+
+def _with_hint(exc: ShardError, what: str) -> ShardError:
+    """Append the ``on_error='skip'`` hint to ``exc``'s message, keeping its class and attributes."""
+    exc.args = (f"{exc}. Pass on_error='skip' to skip and count damaged {what}",)
+    return exc
+
+
+@dataclass(frozen=True)
+class ShardExpectation:
+    """What the manifest says one shard holds; :func:`iter_episodes` checks what it reads against it.
+
+    Every field is optional: ``None`` means "not known", and the episode is then checked against its own JSON record
+    only (which the reader always does).
+
+    Args:
+        episodes: ``{episode_id: stored frames}`` as the manifest lists them for this shard. Every listed episode
+            (within ``keep``, when given) must be read, no other may appear, and the frame counts must agree.
+        embodiment: the shard's embodiment.
+        action_dim: the embodiment's action dimension (width of a stored ``actions`` row; a stored row is one
+            control step, not a chunk of ``stride`` steps).
+        stride: the embodiment's stored stride (control steps per stored frame).
+        image_size: ``(H, W)`` of episode frames.
+        kind: ``"episodes"`` (frames) or ``"tokens"``.
+        token_shape: per-frame shape of token arrays.
+        token_dtype: dtype of token arrays (e.g. ``"uint16"``, ``"float16"``).
+    """
+
+    episodes: Mapping[str, int] | None = None
+    embodiment: str | None = None
+    action_dim: int | None = None
+    stride: int | None = None
+    image_size: tuple[int, int] | None = None
+    kind: str | None = None
+    token_shape: tuple[int, ...] | None = None
+    token_dtype: str | None = None
+
+    @classmethod
+    def for_embodiment(cls, manifest: dict[str, Any], name: str) -> ShardExpectation:
+        """What every shard of embodiment ``name`` in ``manifest`` must hold (no episode list)."""
+        emb = manifest.get("embodiments", {}).get(name)
+        if emb is None:
+            raise DataError(f"{manifest.get('root', 'the manifest')}: shards of embodiment {name!r} are listed but "
+                            f"the manifest does not declare it (it declares {sorted(manifest.get('embodiments', {}))})")
+        kind = manifest.get("kind")
+        token_info = manifest.get("token_info") or {}
+        image_size = manifest.get("image_size")
+        return cls(
+            embodiment=name, action_dim=int(emb["action_dim"]), stride=int(emb["stride"]) if "stride" in emb else None,
+            image_size=(int(image_size[0]), int(image_size[1])) if kind == "episodes" and image_size else None,
+            kind=kind, token_shape=tuple(int(s) for s in token_info["shape"]) if token_info.get("shape") else None,
+            token_dtype=token_info.get("dtype"),
+        )
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], shard: dict[str, Any]) -> ShardExpectation:
+        """The expectation for ``shard`` (one entry of ``manifest["shards"]``) of ``manifest``."""
+        return replace(cls.for_embodiment(manifest, shard["embodiment"]),
+                       episodes={str(x[0]): int(x[1]) for x in shard["episodes"]})
+
+
+def _record_info(key: str, rec: dict[str, Any], url: str, expect: ShardExpectation | None) -> EmbodimentInfo:
+    """The embodiment the record declares, checked against the manifest's expectation."""
+    try:
+        info = EmbodimentInfo(rec["embodiment"], rec["action_dim"], rec["control_hz"], rec["frame_hz"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _data_error(url, f"the .json record does not describe a valid embodiment ({exc})", key, "json") from exc
+    if int(rec.get("stride", info.stride)) != info.stride:
+        raise _data_error(url, f"the record's stride {rec.get('stride')} disagrees with its control_hz / frame_hz "
+                          f"({info.stride})", key, "stride")
+    if expect is None:
+        return info
+    checks = [("embodiment", rec["embodiment"], expect.embodiment), ("action_dim", info.action_dim, expect.action_dim),
+              ("stride", info.stride, expect.stride)]
+    for name, got, want in checks:
+        if want is not None and got != want:
+            raise _data_error(url, f"the record says {got!r} but the manifest says {want!r}", key, name)
+    return info
+
+
+def decode_sample(key: str, members: dict[str, bytes], url: str = "?",
+                  expect: ShardExpectation | None = None) -> Episode:
+    """Check one sample's members and decode them to an :class:`Episode`.
+
+    Checks: the CRC32 of every member; the decoded lengths against the JSON record; the record against ``expect``
+    (embodiment, action width, stride, frame count); and the contents with the same rules as writing
+    (:func:`~hma_zoo.data.schema.validate_episode`): frames uint8 ``[F, H, W, 3]`` of the dataset's image size,
+    tokens of the dataset's per-frame shape and dtype, actions float ``[K, action_dim]`` with ``K`` in
+    ``{(F-1)*stride, F*stride}``, no NaN/inf in any float array, proprio/reward/success lengths.
+
+    Raises :class:`ShardError` naming the shard, the episode and the member on a damaged member, and
+    :class:`DataError` (a ``ShardError`` and ``ValueError``) naming the shard, the episode and the field on wrong
+    contents.
     """
     where = f"shard {url}, episode {key!r}"
     if "json" not in members:
@@ -319,11 +449,16 @@ def decode_sample(key: str, members: dict[str, bytes], url: str = "?") -> Episod
         rec = json.loads(members["json"])
     except ValueError as exc:
         raise ShardError(f"{where}: the .json record is not valid JSON ({exc})") from exc
-    for name, crc in rec.get("members", {}).items():
+    if not isinstance(rec, dict) or not isinstance(rec.get("members"), dict):
+        raise _data_error(url, "the .json record has no 'members' table", key, "json")
+    for name, crc in rec["members"].items():
         if name not in members:
             raise ShardError(f"{where}: member {name!r} is missing")
         if zlib.crc32(members[name]) != crc:
             raise ShardError(f"{where}: member {name!r} fails its CRC32 check (damaged)")
+    if rec.get("episode_id") != key:
+        raise _data_error(url, f"the record names episode {rec.get('episode_id')!r}", key, "episode_id")
+    info = _record_info(key, rec, url, expect)
     arrays: dict[str, Any] = {}
     try:
         for name in rec["members"]:
@@ -336,67 +471,169 @@ def decode_sample(key: str, members: dict[str, bytes], url: str = "?") -> Episod
         raise ShardError(f"{where}: cannot decode member {name!r}: {exc}") from exc
     visual = arrays.get("frames", arrays.get("tokens"))
     if visual is None or "actions" not in arrays:
-        raise ShardError(f"{where}: needs frames (or tokens) and actions")
-    if visual.shape[0] != rec["num_frames"] or arrays["actions"].shape[0] != rec["num_actions"]:
-        raise ShardError(f"{where}: decoded {visual.shape[0]} frames / {arrays['actions'].shape[0]} actions but the "
-                         f"record says {rec['num_frames']} / {rec['num_actions']}")
-    return Episode(episode_id=rec["episode_id"], embodiment=rec["embodiment"], actions=arrays["actions"],
-                   frames=arrays.get("frames"), tokens=arrays.get("tokens"), proprio=arrays.get("proprio"),
-                   reward=arrays.get("reward"), success=arrays.get("success"), meta=rec)
+        raise _data_error(url, "needs frames (or tokens) and actions", key, "frames" if visual is None else "actions")
+    for name, arr in (("tokens" if "tokens" in arrays else "frames", visual), ("actions", arrays["actions"])):
+        if arr.ndim < 2:
+            raise _data_error(url, f"has shape {arr.shape}; expected one row per frame / control step", key, name)
+    listed = expect.episodes.get(key) if expect is not None and expect.episodes is not None else None
+    if listed is not None and visual.shape[0] != listed:
+        raise _data_error(url, f"has {visual.shape[0]} frames but the manifest lists {listed}", key, "frames")
+    if visual.shape[0] != rec.get("num_frames") or arrays["actions"].shape[0] != rec.get("num_actions"):
+        raise _data_error(url, f"decoded {visual.shape[0]} frames / {arrays['actions'].shape[0]} actions but the "
+                          f"record says {rec.get('num_frames')} / {rec.get('num_actions')}", key,
+                          "frames" if visual.shape[0] != rec.get("num_frames") else "actions")
+    kind = expect.kind if expect is not None else None
+    if kind is not None and ("tokens" if "tokens" in arrays else "episodes") != kind:
+        raise _data_error(url, f"holds {'tokens' if 'tokens' in arrays else 'frames'} but the manifest says this is "
+                          f"a {kind!r} dataset", key, "tokens" if kind == "tokens" else "frames")
+    ep = Episode(episode_id=rec["episode_id"], embodiment=rec["embodiment"], actions=arrays["actions"],
+                 frames=arrays.get("frames"), tokens=arrays.get("tokens"), proprio=arrays.get("proprio"),
+                 reward=arrays.get("reward"), success=arrays.get("success"), meta=rec)
+    image_size = expect.image_size if expect is not None and expect.image_size is not None else rec.get("image_size")
+    token_shape = expect.token_shape if expect is not None else None
+    try:
+        validate_episode(ep, {info.name: info}, tuple(int(x) for x in image_size) if image_size else None, token_shape)
+    except EpisodeError as exc:
+        raise _data_error(url, str(exc).split(": ", 1)[-1], key, exc.field_name) from None
+    except (TypeError, ValueError) as exc:  # a malformed record field (e.g. image_size)
+        raise _data_error(url, f"the .json record is malformed ({exc})", key, "json") from None
+    if ep.tokens is not None and expect is not None and expect.token_dtype is not None \
+            and ep.tokens.dtype != np.dtype(expect.token_dtype):
+        raise _data_error(url, f"has dtype {ep.tokens.dtype} but the manifest says {expect.token_dtype}", key,
+                          "tokens")
+    return ep
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """Header parsing that refuses what ``tarfile`` silently takes as the end of the archive.
+
+    After the first member ``tarfile`` stops without error at a header that fails its checksum (a flipped bit), is
+    cut short, or is missing (data cut between members, no end-of-archive blocks). Each of these is raised here as a
+    ``tarfile.SubsequentHeaderError``, which ``tarfile`` turns into a ``ReadError``. A zero block (the regular end
+    of the archive) still ends it.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        """The next header of ``tarfile_``, or ``SubsequentHeaderError`` where ``tarfile`` would stop silently."""
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError, tarfile.EmptyHeaderError) as exc:
+            if tarfile_.offset == 0:
+                raise  # tarfile reports a bad first header itself
+            problem = "the data ends without the end-of-archive marker (truncated)" \
+                if isinstance(exc, tarfile.EmptyHeaderError) else f"bad tar header ({exc})"
+            raise tarfile.SubsequentHeaderError(f"{problem} at byte {tarfile_.offset}") from None
 
 
 def _iter_members(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group consecutive tar members by key (the part of the name before the first dot)."""
-    with open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+    """Group consecutive tar members by key (the part of the name before the first dot).
+
+    When the archive breaks, the group read so far is yielded before the error propagates: it is complete when the
+    break falls between samples, and otherwise fails its record / CRC checks in :func:`decode_sample`.
+    """
+    with open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*", tarinfo=_StrictTarInfo) as tar:
         key, members = None, {}
-        for ti in tar:
-            if not ti.isfile():
-                continue
-            base = os.path.basename(ti.name)
-            k, _, suffix = base.partition(".")
-            data = tar.extractfile(ti).read()
-            if k != key and key is not None:
+        try:
+            for ti in tar:
+                if not ti.isfile():
+                    continue
+                base = os.path.basename(ti.name)
+                k, _, suffix = base.partition(".")
+                data = tar.extractfile(ti).read()
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                members[suffix] = data
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            if key is not None:
                 yield key, members
-                members = {}
-            key = k
-            members[suffix] = data
+            raise exc
         if key is not None:
             yield key, members
+
+
+def _listing(ids: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
 
 
 def iter_episodes(
     url: str,
     on_error: OnError = "raise",
     stats: ReadStats | None = None,
-    keep: set[str] | None = None,
+    keep: Collection[str] | None = None,
+    expect: ShardExpectation | None = None,
 ) -> Iterator[Episode]:
     """Stream the episodes of one shard (local path or WebDataset URL), checked member by member.
 
     Args:
         url: shard path or URL.
-        on_error: ``"raise"`` -> :class:`ShardError` on the first damaged member or unreadable shard;
+        on_error: ``"raise"`` -> :class:`ShardError` (:class:`DataError` for contents that disagree with the
+            manifest or the format) on the first damaged member, unreadable shard, wrong episode or missing episode;
             ``"skip"`` -> skip the damaged episode (or the unreadable rest of the shard), count it in ``stats``.
         stats: counters updated in place.
-        keep: if given, only episodes whose id is in this set are decoded (others are not decoded at all).
+        keep: if given, only episodes whose id is in this set are decoded (others are not decoded at all). The ids
+            come from the manifest, so each of them must be found in the shard.
+        expect: what the manifest says the shard holds (:meth:`ShardExpectation.from_manifest`): every listed
+            episode (within ``keep``) must be found, no unlisted one may appear, and contents are checked against
+            the manifest's embodiment, image size and token info.
+
+    The comparison with ``keep`` / ``expect.episodes`` happens when the shard is exhausted; missing episodes raise
+    a :class:`DataError` naming the shard and the ids (``"raise"``) or are counted in ``stats.missing_episodes``
+    (``"skip"``). A shard with no member at all is an error in both modes (counted as a skipped shard).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     stats = stats if stats is not None else ReadStats()
+    listed = expect.episodes if expect is not None else None
+    want: list[str] | None = None
+    if listed is not None:
+        want = [e for e in listed if keep is None or e in keep]
+    elif keep is not None:
+        want = sorted(keep)
+    seen: set[str] = set()
+    samples, readable = 0, True
     try:
         for key, members in _iter_members(url):
+            samples += 1
             if keep is not None and key not in keep:
                 continue
             try:
-                ep = decode_sample(key, members, url)
+                if key in seen:
+                    raise _data_error(url, "appears twice in the shard (its members are not consecutive)", key,
+                                      "episode_id")
+                seen.add(key)
+                if listed is not None and key not in listed:
+                    raise _data_error(url, "is in the shard but not in the manifest's list for it", key, "episode_id")
+                ep = decode_sample(key, members, url, expect)
             except ShardError as exc:
                 if on_error == "raise":
-                    raise ShardError(f"{exc}. Pass on_error='skip' to skip and count damaged episodes") from None
+                    raise _with_hint(exc, "episodes") from None
                 stats.note(str(exc))
                 continue
             stats.episodes += 1
             yield ep
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        readable = False
         msg = f"shard {url} cannot be read ({type(exc).__name__}: {exc})"
         if on_error == "raise":
+            unread = [e for e in want if e not in seen] if want is not None else []
+            if unread:
+                msg += f"; {len(unread)} episodes the manifest lists for it were not read: {_listing(unread)}"
             raise ShardError(msg + ". Pass on_error='skip' to skip and count damaged shards") from exc
         stats.note(msg, shard=True)
+    if readable and samples == 0:
+        err = _data_error(url, "holds no tar members (an empty shard); rebuild it or remove it from the manifest")
+        if on_error == "raise":
+            raise _with_hint(err, "shards")
+        stats.note(str(err), shard=True)
+    missing = [e for e in want if e not in seen] if want is not None else []
+    if missing:
+        err = _data_error(url, f"{len(missing)} of the {len(want)} episodes the manifest lists for it are not in "
+                          f"the shard (truncated or rewritten): {_listing(missing)}", field_name="episodes",
+                          missing=missing)
+        if on_error == "raise":
+            raise _with_hint(err, "episodes")
+        stats.note(str(err), missing=len(missing))
