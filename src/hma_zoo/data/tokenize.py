@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hma_zoo.data.schema import EmbodimentInfo, Episode
-from hma_zoo.data.shards import MANIFEST, DatasetWriter, iter_episodes, join, load_manifest
+from hma_zoo.data.shards import MANIFEST, DatasetWriter, ShardExpectation, iter_episodes, join, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def tokenize_dataset(data: str, tokenizer: Any, out: str | os.PathLike, batch_fr
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"tokenizing with {tok_name}", total=total)
         for shard in manifest["shards"]:
-            for ep in iter_episodes(join(data, shard["path"])):
+            for ep in iter_episodes(join(data, shard["path"]), expect=ShardExpectation.from_manifest(manifest, shard)):
                 tokens = encode_frames(tok, ep.frames, batch_frames, device)
                 writer.add(Episode(ep.episode_id, ep.embodiment, ep.actions, tokens=tokens, proprio=ep.proprio,
                                    reward=ep.reward, success=ep.success, meta=ep.meta.get("meta", {})),

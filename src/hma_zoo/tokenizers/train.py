@@ -47,7 +47,7 @@ def image_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _episodes_from_shards(data_dir: str, split: str) -> dict[str, list[np.ndarray]]:
-    from hma_zoo.data.shards import iter_episodes, join, load_manifest  # lazy: data package is optional here
+    from hma_zoo.data.shards import ShardExpectation, iter_episodes, join, load_manifest  # lazy: optional package
 
     manifest = load_manifest(data_dir)
     out: dict[str, list[np.ndarray]] = {}
@@ -55,7 +55,8 @@ def _episodes_from_shards(data_dir: str, split: str) -> dict[str, list[np.ndarra
     if not shards:
         raise KeyError(f"{data_dir} has no {split!r} shards")
     for shard in tqdm(shards, desc=f"read {split} frames", leave=False):
-        for ep in iter_episodes(join(str(data_dir), shard["path"])):
+        expect = ShardExpectation.from_manifest(manifest, shard)
+        for ep in iter_episodes(join(str(data_dir), shard["path"]), expect=expect):
             if ep.frames is None:
                 raise ValueError(f"{data_dir} holds token shards; tokenizers train on episode (frame) shards")
             out.setdefault(ep.embodiment, []).append(ep.frames)
