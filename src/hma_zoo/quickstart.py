@@ -1,7 +1,8 @@
 """``hma-zoo quickstart``: the README's main job end to end on a CPU, about 14 minutes on an idle 2-core machine.
 
 1. data: build ``data/sim-mix-mini`` (4 simulated robots) if it is missing (:func:`hma_zoo.data.build_mixture`);
-2. tokenizer: train ``tok-vq-f8-1k`` on its frames, or reuse ``outputs/quickstart/tokenizer``;
+2. tokenizer: copy the shipped ``tok-vq-f4-4k.simmix`` (``--train-tokenizer`` trains one), or reuse
+   ``outputs/quickstart/tokenizer``;
 3. token shards: tokenise the dataset once (``data/sim-mix-mini-tok``), so training never runs the tokenizer;
 4. world model: ``hma-zoo fit --config recipes/quickstart.yaml`` (hma-vq-t64, a fixed number of steps: the result
    never depends on how loaded the machine is, only the time it takes does);
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
-# The discrete tokenizer we trained on sim-mix (docs/tokenizers.md): shipped so the quickstart's minutes go to the
+# The f4 discrete tokenizer we trained on sim-mix-mini (docs/tokenizers.md): 16 x 16 ids per frame, grouped 2 x 2
+# per trunk token, so the small objects the actions move survive. Shipped so the quickstart's minutes go to the
 # world model. `--train-tokenizer` trains one from scratch instead (a few CPU minutes give a much blurrier one).
-SHIPPED_TOKENIZER = ROOT / "pretrained" / "tok-vq-f8-1k.simmix"
+SHIPPED_TOKENIZER = ROOT / "pretrained" / "tok-vq-f4-4k.simmix"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-weights", default=str(SHIPPED_TOKENIZER),
                    help="a trained tokenizer folder to use (default: the one shipped in pretrained/)")
     p.add_argument("--train-tokenizer", action="store_true", help="train --tokenizer from scratch instead")
-    p.add_argument("--tokenizer", default="tok-vq-f8-1k", help="tokenizer variant to train with --train-tokenizer")
+    p.add_argument("--tokenizer", default="tok-vq-f4-4k", help="tokenizer variant to train with --train-tokenizer")
     p.add_argument("--tokenizer-steps", type=int, default=1500)
     p.add_argument("--wm-steps", type=int, default=None, help="override the recipe's max_steps (1200)")
     p.add_argument("--eval-windows", type=int, default=16)
