@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from data_helpers import ARM, CART, make_episode
 
 from hma_zoo.data.commands import main
@@ -45,3 +46,19 @@ def test_import_files_command(tmp_path):
     assert main(["import-files", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--embodiment", "r",
                  "--control-hz", "5", "--image-size", "8"]) == 0
     assert (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_subset_shares_the_shards_of_some_embodiments(tmp_path, capsys):
+    from hma_zoo.data.datamodule import HMADataModule
+    from hma_zoo.data.shards import load_manifest
+
+    root = _dataset(tmp_path / "d")
+    assert main(["subset", "--data", str(root), "--embodiments", "cart", "--out", str(tmp_path / "sub")]) == 0
+    m = load_manifest(tmp_path / "sub")
+    assert list(m["embodiments"]) == ["cart"] and all(s["embodiment"] == "cart" for s in m["shards"])
+    assert not list((tmp_path / "sub").glob("*/*.tar"))  # nothing copied
+    assert main(["validate", str(tmp_path / "sub")]) == 0 and "1 episodes read" in capsys.readouterr().out
+    dm = HMADataModule(str(tmp_path / "sub"), window=2, batch_size=1, num_workers=0)
+    assert [e.name for e in dm.embodiments] == ["cart"]
+    with pytest.raises(KeyError, match="no embodiment"):
+        main(["subset", "--data", str(root), "--embodiments", "hand", "--out", str(tmp_path / "x")])

@@ -9,6 +9,7 @@ Examples::
     hma-zoo data tokenize --data data/sim-mix-mini --tokenizer NAME_OR_PATH --out data/sim-mix-mini-tok
     hma-zoo data import-files --src episodes/ --out data/mine --embodiment arm --control-hz 10 [--keys ...]
     hma-zoo data import-lerobot --src path/to/lerobot_dataset --out data/lr
+    hma-zoo data subset --data data/sim-mix --embodiments dmc_hopper --out data/heldout-dmc_hopper
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--val-fraction", type=float, default=0.1)
     f.add_argument("--overwrite", action="store_true")
 
+    sb = sub.add_parser("subset", help="a dataset of some embodiments of another, sharing its shards (no copy)")
+    sb.add_argument("--data", required=True, help="source dataset folder")
+    sb.add_argument("--embodiments", nargs="+", required=True)
+    sb.add_argument("--out", required=True, help="new dataset folder (holds only manifest.json)")
+
     r = sub.add_parser("import-lerobot", help="import a LeRobot dataset on disk (v2 / v3: parquet + mp4)")
     r.add_argument("--src", required=True)
     r.add_argument("--out", required=True)
@@ -87,6 +93,34 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--val-fraction", type=float, default=0.1)
     r.add_argument("--overwrite", action="store_true")
     return p
+
+
+def subset_dataset(data: str, embodiments: list[str], out: str) -> dict:
+    """Write ``out/manifest.json`` listing only ``embodiments`` of the local dataset ``data``; its shard paths point
+    into ``data`` (relative), so nothing is copied. E.g. an embodiment held out of pre-training, to fine-tune on."""
+    import os
+    from pathlib import Path
+
+    from hma_zoo.data.shards import MANIFEST, is_url, load_manifest
+
+    if is_url(data):
+        raise ValueError(f"subset works on local datasets; {data!r} is a URL")
+    manifest = load_manifest(data)
+    unknown = sorted(set(embodiments) - set(manifest["embodiments"]))
+    if unknown:
+        raise KeyError(f"{data} has no embodiment(s) {unknown}; it has {sorted(manifest['embodiments'])}")
+    dst = Path(out)
+    if (dst / MANIFEST).exists() and Path(data).resolve() != dst.resolve():
+        log.info("subset: replacing %s", dst / MANIFEST)
+    dst.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(Path(data).resolve(), dst.resolve())
+    keep = set(embodiments)
+    new = dict(manifest)
+    new["embodiments"] = {k: v for k, v in manifest["embodiments"].items() if k in keep}
+    new["shards"] = [dict(s, path=f"{rel}/{s['path']}") for s in manifest["shards"] if s["embodiment"] in keep]
+    new["subset_of"] = {"data": str(data), "embodiments": sorted(keep)}
+    (dst / MANIFEST).write_text(json.dumps(new, indent=1))
+    return new
 
 
 def _stats_table(manifest: dict) -> str:
@@ -187,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in result["messages"]:
             print(f"  {m}")
         return 1
+    if args.cmd == "subset":
+        manifest = subset_dataset(args.data, args.embodiments, args.out)
+        print(f"{args.out}: {len(manifest['shards'])} shards of {', '.join(args.embodiments)} from {args.data}")
+        return 0
     if args.cmd == "stats":
         from hma_zoo.data.shards import load_manifest
 
