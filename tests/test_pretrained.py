@@ -41,7 +41,7 @@ def test_shipped_names_resolve_and_load_a_simulator(shipped_dir) -> None:
     sim = hma_zoo.load_simulator("hma-vq-test.unit", temperature=0.0)
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
     sim.reset(frames, embodiment="arm")
-    nxt = sim.step(torch.tensor([0.5, -0.5]))
+    nxt = sim.step([0.5, -0.5])  # a plain list of raw values is an action too
     assert nxt.shape == (64, 64, 3) and nxt.dtype == torch.uint8
 
 

@@ -1,4 +1,4 @@
-"""``hma-zoo quickstart``: the README's main job end to end on a CPU, about 14 minutes on an idle 2-core machine.
+"""``hma-zoo quickstart``: the README's main job end to end on a CPU, about 12 minutes on an idle 2-core machine.
 
 1. data: build ``data/sim-mix-mini`` (4 simulated robots) if it is missing (:func:`hma_zoo.data.build_mixture`);
 2. tokenizer: copy the shipped ``tok-vq-f4-4k.simmix`` (``--train-tokenizer`` trains one), or reuse
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-tokenizer", action="store_true", help="train --tokenizer from scratch instead")
     p.add_argument("--tokenizer", default="tok-vq-f4-4k", help="tokenizer variant to train with --train-tokenizer")
     p.add_argument("--tokenizer-steps", type=int, default=1500)
-    p.add_argument("--wm-steps", type=int, default=None, help="override the recipe's max_steps (1200)")
+    p.add_argument("--wm-steps", type=int, default=None, help="override the recipe's max_steps (700)")
     p.add_argument("--eval-windows", type=int, default=16)
     p.add_argument("--probe-steps", type=int, default=600, help="training steps of the state probe")
     p.add_argument("--workers", type=int, default=2, help="simulator workers when building data")

@@ -30,11 +30,17 @@ from hma_zoo.sampling import FrameStepper
 
 log = logging.getLogger(__name__)
 
-ArrayLike = np.ndarray | torch.Tensor
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 
 def _tensor(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    """A tensor from a tensor, an array or a (nested) list of numbers."""
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    elif isinstance(x, torch.Tensor):
+        t = x
+    else:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32))
     return t if dtype is None else t.to(dtype)
 
 
