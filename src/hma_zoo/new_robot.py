@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-episodes", type=int, default=None, help="train episodes kept per embodiment")
+    p.add_argument("--change-weight", type=float, default=2.0,
+                   help="extra loss weight of tokens that change between frames (both arms; as the shipped models)")
+    p.add_argument("--full-frame-ratio", type=float, default=0.3,
+                   help="share of frames hidden whole in training (both arms; as the shipped models)")
     p.add_argument("--eval-windows", type=int, default=16)
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
     p.add_argument("--seed", type=int, default=0)
@@ -75,7 +79,8 @@ def finetune_tokenizer(tokenizer_source: str, data: str, out: Path, steps: int, 
 
 
 def train_arm(data_tokens: Path, tokenizer_dir: Path, out: Path, steps: int, *, from_pretrained: str | None,
-              variant: str, batch_size: int, lr: float, max_episodes: int | None, seed: int) -> Path:
+              variant: str, batch_size: int, lr: float, max_episodes: int | None, seed: int,
+              change_weight: float = 2.0, full_frame_ratio: float = 0.3) -> Path:
     """Train one arm (fine-tune from ``from_pretrained``, or ``variant`` from scratch) for ``steps``; returns the
     saved model folder (tokenizer bundled)."""
     import lightning as L
@@ -89,7 +94,8 @@ def train_arm(data_tokens: Path, tokenizer_dir: Path, out: Path, steps: int, *, 
     lit = HMALitModule(variant=variant, from_pretrained=from_pretrained, tokenizer=str(tokenizer_dir),
                        embodiments=dm.embodiments, max_chunk_dim=dm.max_chunk_dim, window=dm.window, lr=lr,
                        warmup_steps=max(1, min(50, steps // 10)), schedule="cosine", total_steps=steps,
-                       val_metric_samples=0)
+                       val_metric_samples=0, change_weight=change_weight,
+                       masking={"full_frame_ratio": full_frame_ratio})
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out),
                         gradient_clip_val=1.0, log_every_n_steps=10)
@@ -188,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.info("%d/5 world model (%s): %d steps", 3 + i, arm, args.wm_steps)
         saved = train_arm(out / "tokens", out / "tokenizer", out / arm, args.wm_steps, from_pretrained=source,
                           variant=variant, batch_size=args.batch_size, lr=args.lr, max_episodes=args.max_episodes,
-                          seed=args.seed)
+                          seed=args.seed, change_weight=args.change_weight, full_frame_ratio=args.full_frame_ratio)
         times[arm] = time.monotonic() - t
         arms[arm] = evaluate_arm(saved, args.data, args.eval_windows, args.seed)
     report = {"model": args.model, "data": args.data, "embodiments": sorted(manifest["embodiments"]),
