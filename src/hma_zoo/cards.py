@@ -127,6 +127,35 @@ def write_card(folder: str | os.PathLike, cards_dir: str | os.PathLike | None = 
     return out
 
 
+def write_measured_card(model_dir: Path, model: Any, result: dict[str, Any], data: Path, tag: str = "quickstart",
+                        **meta: Any) -> Path:
+    """Store the ``model`` rows of an evaluation ``result`` (:func:`hma_zoo.eval.evaluate`), with their random-action
+    and tokenized-copy baselines, and ``meta`` in the saved model's metadata; then render its card (``README.md``)."""
+    import platform
+
+    config_path = model_dir / "config.json"
+    payload = json.loads(config_path.read_text())
+    metrics: dict[str, Any] = {}
+    rows = {(r["mode"], r["method"], r["embodiment"]): r for r in result["rows"] if r.get("horizon", "all") == "all"}
+    for (mode, method, emb), row in rows.items():
+        if method != "model" or row.get("psnr") is None:
+            continue
+        entry = metrics.setdefault(f"{emb} ({mode})", {})
+        for name in ("psnr", "ssim", "delta_psnr", "state_error_norm", "token_acc", "perplexity"):
+            if row.get(name) is not None:
+                entry[name] = round(float(row[name]), 3)
+        for base in ("model_random_actions", "copy_last_frame_tokenized"):
+            other = rows.get((mode, base, emb), {})
+            for name in ("psnr", "state_error_norm"):
+                if other.get(name) is not None:
+                    entry[f"{name} ({base})"] = round(float(other[name]), 3)
+    params = sum(p.numel() for p in model.parameters())
+    payload["meta"].update(tag=tag, data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
+                           machine=f"{platform.machine()} CPU, {os.cpu_count()} cores", **meta)
+    config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return write_card(model_dir)
+
+
 def main(argv: list[str]) -> int:
     """``hma-zoo card FOLDER [--cards-dir model_cards]``: render the model card of a saved model."""
     import argparse

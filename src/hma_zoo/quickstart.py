@@ -170,38 +170,6 @@ def simulator_rollout(model: Any, tokenizer: Any, data: Path, out: Path) -> Path
     return path
 
 
-def write_model_card(model_dir: Path, model: Any, result: dict[str, Any], data: Path, tag: str = "quickstart",
-                     **meta: Any) -> Path:
-    """Store the measured metrics (and ``meta``) in the saved model's metadata and render its card
-    (``README.md``)."""
-    import os
-    import platform
-
-    from hma_zoo.cards import write_card
-
-    config_path = model_dir / "config.json"
-    payload = json.loads(config_path.read_text())
-    metrics: dict[str, Any] = {}
-    rows = {(r["mode"], r["method"], r["embodiment"]): r for r in result["rows"] if r.get("horizon", "all") == "all"}
-    for (mode, method, emb), row in rows.items():
-        if method != "model" or row.get("psnr") is None:
-            continue
-        entry = metrics.setdefault(f"{emb} ({mode})", {})
-        for name in ("psnr", "ssim", "delta_psnr", "state_error_norm", "token_acc", "perplexity"):
-            if row.get(name) is not None:
-                entry[name] = round(float(row[name]), 3)
-        for base in ("model_random_actions", "copy_last_frame_tokenized"):
-            other = rows.get((mode, base, emb), {})
-            for name in ("psnr", "state_error_norm"):
-                if other.get(name) is not None:
-                    entry[f"{name} ({base})"] = round(float(other[name]), 3)
-    params = sum(p.numel() for p in model.parameters())
-    payload["meta"].update(tag=tag, data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
-                           machine=f"{platform.machine()} CPU, {os.cpu_count()} cores", **meta)
-    config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    return write_card(model_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the quickstart; prints the metrics table and where the outputs are."""
     args = build_parser().parse_args(argv)
@@ -248,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["state probe"] = time.monotonic() - t
 
     t = time.monotonic()
+    from hma_zoo.cards import write_measured_card
     from hma_zoo.eval import evaluate
     from hma_zoo.registry import load_pretrained
 
@@ -255,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, tokenizer, str(data), max_windows=args.eval_windows, rollout=True, probe=probe,
                       out_dir=str(out / "eval"))
     gif = simulator_rollout(model, tokenizer, data, out)
-    card = model_dir / "README.md" if args.pretrained else write_model_card(model_dir, model, result, data)
+    card = model_dir / "README.md" if args.pretrained else write_measured_card(model_dir, model, result, data)
     timings["evaluation"] = time.monotonic() - t
     total = time.monotonic() - start
 

@@ -126,14 +126,14 @@ def main(argv: list[str]) -> int:
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=1))
     if args.write_card:
+        from hma_zoo.cards import write_measured_card
         from hma_zoo.pretrained import resolve_shipped
-        from hma_zoo.quickstart import write_model_card
 
         folder = Path(resolve_shipped(args.ckpt))
         if not (folder / "config.json").is_file():
             print(f"hma-zoo evaluate: --write-card needs a saved model folder, not {args.ckpt!r}")
             return 2
-        card = write_model_card(folder, model, result, Path(args.data), tag=args.write_card,
+        card = write_measured_card(folder, model, result, Path(args.data), tag=args.write_card,
                                 evaluation={k: v for k, v in result["settings"].items() if k != "ckpt"})
         print(f"card: {card}")
     print(result["markdown"])
