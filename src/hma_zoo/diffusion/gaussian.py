@@ -7,7 +7,9 @@ When sampling, the ``x0`` estimate is clamped to ``[-clip_x0, clip_x0]`` (defaul
 are scaled to unit variance, so this bounds only estimates no latent reaches). The cosine schedule ends at zero
 SNR (alpha-bar 2.4e-9 at t = 999), where an epsilon-prediction's ``x0 = (x - sqrt(1 - ab) eps) / sqrt(ab)``
 multiplies any error of ``eps`` by 2e4: unclamped, one imperfect first step sends the sample to |x| ~ 1e3
-(measured on a partly trained hma-mar-t64: latents of std 969, 11 dB frames). ``clip_x0=None`` turns it off.
+(measured on a partly trained hma-mar-t64: latents of std 969, 11 dB frames). ``clip_x0=None`` turns it off. The
+zero-terminal-SNR problem of epsilon prediction is described by Lin et al. 2024 (arXiv 2305.08891), who retrain
+with v-prediction; bounding x0 fixes sampling of models already trained.
 """
 
 from __future__ import annotations
