@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
 import hma_zoo
-from hma_zoo import pretrained
 from hma_zoo.configs import EmbodimentSpec
-from hma_zoo.hub import save_pretrained
-from hma_zoo.tokenizers import create_tokenizer
+from tests.shipped_helpers import ship_tiny
 
 
 def _write_episodes(folder, n: int = 6, t: int = 12) -> None:
@@ -34,16 +31,7 @@ def _write_episodes(folder, n: int = 6, t: int = 12) -> None:
 def test_new_robot_path_end_to_end(tmp_path, monkeypatch) -> None:
     from hma_zoo.cli import main as cli
 
-    root = tmp_path / "pretrained"
-    root.mkdir()
-    monkeypatch.setattr(pretrained, "SHIPPED_DIR", root)
-    torch.manual_seed(0)
-    tok = create_tokenizer("tok-vq-test").eval()
-    save_pretrained(tok, root / "tok-vq-test.unit")
-    model = hma_zoo.create_model("hma-vq-test", embodiments=[EmbodimentSpec("old_arm", action_dim=3)],
-                                 tokens=tok.spec.token_spec())
-    save_pretrained(model, root / "hma-vq-test.unit", meta={"variant": "hma-vq-test"})
-    pretrained.bundle_tokenizer(root / "hma-vq-test.unit", root / "tok-vq-test.unit")
+    ship_tiny(tmp_path / "pretrained", monkeypatch, EmbodimentSpec("old_arm", action_dim=3))
 
     _write_episodes(tmp_path / "raw")
     data = tmp_path / "data" / "dot"

@@ -11,21 +11,14 @@ import hma_zoo
 from hma_zoo import pretrained
 from hma_zoo.configs import EmbodimentSpec
 from hma_zoo.hub import save_pretrained
-from hma_zoo.tokenizers import create_tokenizer, load_tokenizer
+from hma_zoo.tokenizers import load_tokenizer
+from tests.shipped_helpers import ship_tiny
 
 
 @pytest.fixture
 def shipped_dir(tmp_path, monkeypatch):
     root = tmp_path / "pretrained"
-    root.mkdir()
-    monkeypatch.setattr(pretrained, "SHIPPED_DIR", root)
-    torch.manual_seed(0)
-    tok = create_tokenizer("tok-vq-test").eval()
-    save_pretrained(tok, root / "tok-vq-test.unit")
-    model = hma_zoo.create_model("hma-vq-test", embodiments=[EmbodimentSpec("arm", action_dim=2)],
-                                 tokens=tok.spec.token_spec())
-    save_pretrained(model, root / "hma-vq-test.unit")
-    pretrained.bundle_tokenizer(root / "hma-vq-test.unit", root / "tok-vq-test.unit")
+    model = ship_tiny(root, monkeypatch, EmbodimentSpec("arm", action_dim=2))
     save_pretrained(model, root / "hma-vq-test.notok")
     return root
 

@@ -117,20 +117,8 @@ def load_frames(
         split: ``"train"`` or ``"val"``.
         max_frames: cap on frames per embodiment (evenly strided over the split), ``None`` for all.
     """
-    root = Path(data_dir)
-    if not root.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist; build it with `hma-zoo data build` first")
-    npz = sorted(root.glob("*.npz"))
-    if npz:
-        out = {}
-        for path in npz:
-            with np.load(path) as arrays:
-                if split not in arrays:
-                    raise KeyError(f"{path} has no {split!r} array (has {list(arrays)})")
-                arr = arrays[split]
-            out[path.stem] = torch.from_numpy(arr.reshape(-1, *arr.shape[-3:]))
-    else:
-        out = {k: torch.from_numpy(np.concatenate(v)) for k, v in _episodes_from_shards(str(root), split).items()}
+    episodes = load_episode_frames(data_dir, split)
+    out = {k: torch.from_numpy(np.concatenate([np.asarray(e) for e in v])) for k, v in episodes.items()}
     if max_frames is not None:
         out = {k: v[:: max(1, math.ceil(v.shape[0] / max_frames))][:max_frames] for k, v in out.items()}
     return out
