@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from _timing import median_seconds
 
 import hma_zoo
 from hma_zoo.configs import EmbodimentSpec
@@ -37,17 +35,6 @@ LAYOUTS = {  # name: (tokenizer, group the f4 grid down to the variant's trunk g
     "f4 16x16": ("tok-vq-f4-4k", False),
     "f4 16x16 grouped 2x2": ("tok-vq-f4-4k", True),
 }
-
-
-def _median(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(variant: str, tokenizer: str, grouped: bool, repeats: int) -> dict[str, float]:
@@ -80,13 +67,13 @@ def measure(variant: str, tokenizer: str, grouped: bool, repeats: int) -> dict[s
         loss.backward()
         tok_opt.step()
 
-    train_s = _median(wm_step, repeats)
-    tok_s = _median(tok_step, repeats)
+    train_s = median_seconds(wm_step, repeats, warmup=2)
+    tok_s = median_seconds(tok_step, repeats, warmup=2)
     model.eval()
     tok.eval()
     sim = Simulator(model, tok, steps=2, temperature=1.0, record=False)
     sim.reset(torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8), embodiment="robot")
-    step_s = _median(lambda: sim.step(torch.randn(1, 4)), max(repeats, 10), warmup=3)
+    step_s = median_seconds(lambda: sim.step(torch.randn(1, 4)), max(repeats, 10), warmup=3)
     return {"tokens": spec.grid[0] * spec.grid[1], "trunk": spec.tokens_per_frame, "train_s": train_s,
             "tok_s": tok_s, "fps": 1.0 / step_s}
 

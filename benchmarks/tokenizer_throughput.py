@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 
 import torch
+from _timing import median_seconds
 
 from hma_zoo.tokenizers import load_tokenizer
 
 log = logging.getLogger("tokenizer_throughput")
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.batch:
             frames = torch.randint(0, 256, (1, b, h, w, 3), dtype=torch.uint8)
             tokens = tok.encode(frames)
-            enc = _median_seconds(lambda f=frames, m=tok: m.encode(f), args.repeats)
-            dec = _median_seconds(lambda t=tokens, m=tok: m.decode(t), args.repeats)
+            enc = median_seconds(lambda f=frames, m=tok: m.encode(f), args.repeats)
+            dec = median_seconds(lambda t=tokens, m=tok: m.decode(t), args.repeats)
             print(f"{name:<34} {b:>5} {b / enc:>11.1f} {b / dec:>11.1f} {enc / dec:>8.2f}")
     return 0
 
