@@ -4,6 +4,8 @@
 * ``hma-zoo data build|tokenize|validate|stats ...``: datasets (:mod:`hma_zoo.data.commands`).
 * ``hma-zoo models [PATTERN]``: the table of registered variants with parameter counts.
 * ``hma-zoo evaluate ...``: metrics, baselines, rollouts (:mod:`hma_zoo.eval.commands`).
+* ``hma-zoo policy ...`` / ``hma-zoo policy-eval`` / ``hma-zoo generate``: the world model's uses
+  (:mod:`hma_zoo.policy`).
 * ``hma-zoo new-robot --data DIR --model NAME``: add a robot to a pretrained world model (:mod:`hma_zoo.new_robot`).
 * ``hma-zoo quickstart``: the README's main job end to end (:mod:`hma_zoo.quickstart`).
 """
@@ -24,6 +26,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hma_zoo.eval.commands", "evaluate a checkpoint: metrics, baselines, rollout videos"),
     "probe": ("hma_zoo.eval.probe", "fit an action-following state probe (frame -> state) on a dataset"),
     "card": ("hma_zoo.cards", "render the model card of a saved model from its measured metadata"),
+    "policy": ("hma_zoo.policy.commands", "policy tasks: demonstrations, BC policies, success judges, policy-eval"),
+    "policy-eval": ("hma_zoo.policy.commands", "rank policies in a world model against the real simulator"),
+    "generate": ("hma_zoo.policy.generate", "write world-model rollouts as a dataset (synthetic data)"),
     "new-robot": ("hma_zoo.new_robot", "add your robot to a pretrained world model (and compare with scratch)"),
     "quickstart": ("hma_zoo.quickstart", "the README's main job: data, tokenizer, world model, rollout, metrics"),
 }
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # LightningCLI subcommands keep their own name in argv; the others receive only their arguments.
     if command in ("fit", "validate", "test", "predict"):
         return int(module.main(argv) or 0)
+    if command == "policy-eval":  # an alias of `hma-zoo policy eval`
+        return int(module.main(["eval", *argv[1:]]) or 0)
     return int(module.main(argv[1:]) or 0)
 
 

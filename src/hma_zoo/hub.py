@@ -183,7 +183,7 @@ def _import_kind_modules() -> None:
     """Import the modules that register kinds (done lazily so ``import hma_zoo.hub`` stays light)."""
     import importlib
 
-    for mod in ("hma_zoo.model.hma", "hma_zoo.tokenizers"):
+    for mod in ("hma_zoo.model.hma", "hma_zoo.tokenizers", "hma_zoo.policy.bc", "hma_zoo.policy.judge"):
         try:
             importlib.import_module(mod)
         except ImportError as err:  # pragma: no cover - only when a part is missing

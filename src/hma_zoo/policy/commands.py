@@ -1,0 +1,175 @@
+"""``hma-zoo policy ...``: record demonstrations, train behaviour-cloning policies and success judges, and rank
+policies inside a world model against the real simulator.
+
+Examples::
+
+    hma-zoo policy tasks
+    hma-zoo policy demos --task reach --episodes 125 --policy scripted:noise=0.1 --out data/demos-reach
+    hma-zoo policy train --data data/demos-reach --task reach --steps 3000 --out policies/bc-reach
+    hma-zoo policy judge --data data/judge-reach --task reach --out judges/reach
+    hma-zoo policy eval --task reach --model hma-vq-t64.simmix --judge judges/reach --probe data/judge-reach/probe \\
+        --policy scripted:noise=0 --policy scripted:noise=0.5 --policy bc:policies/bc-reach/step-001000 --out runs/pe
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hma-zoo policy`` argument parser."""
+    p = argparse.ArgumentParser(prog="hma-zoo policy", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("tasks", help="list the policy tasks")
+
+    d = sub.add_parser("demos", help="record policy episodes in a task's real simulator as a dataset")
+    d.add_argument("--task", required=True, help="task name (see `hma-zoo policy tasks`)")
+    d.add_argument("--policy", action="append", required=True,
+                   help="policy spec, repeatable (cycled per episode): scripted[:noise=S], random, bc:PATH")
+    d.add_argument("--episodes", type=int, required=True, help="number of episodes")
+    d.add_argument("--out", required=True, help="output dataset folder")
+    d.add_argument("--seed", type=int, default=0, help="base seed of the episodes' resets")
+    d.add_argument("--val-fraction", type=float, default=0.2, help="share of episodes in the val split")
+    d.add_argument("--horizon", type=int, default=None, help="frames per episode (default: the task's)")
+    d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+    t = sub.add_parser("train", help="train an image-based behaviour-cloning policy (exports snapshots)")
+    t.add_argument("--data", required=True, help="task dataset (hma-zoo policy demos)")
+    t.add_argument("--task", required=True, help="task name")
+    t.add_argument("--out", required=True, help="folder for the snapshots step-NNNNNN/")
+    t.add_argument("--steps", type=int, default=3000, help="optimizer steps (training stops on this count)")
+    t.add_argument("--save-steps", default="", help="comma-separated further steps to export, e.g. 100,300,1000")
+    t.add_argument("--episodes", type=int, default=None, help="use only the first N train episodes of --data")
+    t.add_argument("--extra", action="append", default=[],
+                   help="another dataset whose train episodes are added (e.g. from hma-zoo generate); repeatable")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--backbone", default="resnet10t", help="timm backbone (built from scratch)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--eval-episodes", type=int, default=0,
+                   help="after training, run each snapshot this many episodes in the real simulator")
+
+    j = sub.add_parser("judge", help="train a success judge on real frames labelled by the simulator")
+    j.add_argument("--data", required=True, help="task dataset with successes and failures (hma-zoo policy demos)")
+    j.add_argument("--task", required=True)
+    j.add_argument("--out", required=True, help="folder for the judge (config.json + model.safetensors)")
+    j.add_argument("--steps", type=int, default=1500)
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--batch-size", type=int, default=64)
+    j.add_argument("--backbone", default="resnet10t")
+    j.add_argument("--probe", default=None, help="state probe folder: also measure the state-probe rule judge")
+
+    e = sub.add_parser("eval", help="rank policies in a world model against the real simulator (policy-eval)")
+    e.add_argument("--task", required=True)
+    e.add_argument("--model", required=True, help="world model: shipped name, folder or hub id")
+    e.add_argument("--tokenizer", default=None, help="tokenizer (default: the one bundled with --model)")
+    e.add_argument("--judge", required=True,
+                   help="success judge folder (hma-zoo policy judge), or 'probe-rule' to judge with --probe")
+    e.add_argument("--probe", default=None, help="state probe folder: gives scripted policies their state")
+    e.add_argument("--policy", action="append", required=True,
+                   help="policy spec, repeatable: scripted[:noise=S], random, bc:PATH")
+    e.add_argument("--episodes", type=int, default=20, help="rollouts per policy in each environment")
+    e.add_argument("--horizon", type=int, default=None, help="frames per rollout (default: the task's)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=int, default=2, help="MaskGIT / MAR steps per generated frame")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--gifs", type=int, default=2, help="side-by-side GIFs per policy")
+    e.add_argument("--out", required=True, help="report folder (summary.json, report.md, gifs/)")
+    return p
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from hma_zoo.eval.probe import load_probe
+    from hma_zoo.policy.evaluate import policy_eval
+    from hma_zoo.policy.judge import ProbeRuleJudge, load_judge
+    from hma_zoo.policy.policies import make_policy
+    from hma_zoo.policy.ranking import to_markdown
+    from hma_zoo.pretrained import load_simulator
+
+    if args.judge == "probe-rule" and args.probe is None:
+        raise ValueError("--judge probe-rule needs --probe DIR (a state probe fitted on the task's data)")
+    torch_gen = __import__("torch").Generator().manual_seed(args.seed)
+    sim = load_simulator(args.model, args.tokenizer, steps=args.steps, temperature=args.temperature,
+                         generator=torch_gen, record=False)
+    probe = load_probe(args.probe) if args.probe else None
+    judge = ProbeRuleJudge(probe, args.task) if args.judge == "probe-rule" else load_judge(args.judge)
+    policies = [make_policy(p, args.task) for p in args.policy]
+    summary = policy_eval(args.task, sim, policies, judge, probe=probe, episodes=args.episodes, seed=args.seed,
+                          horizon=args.horizon, out_dir=args.out, gifs=args.gifs,
+                          meta={"model": str(args.model), "judge": str(args.judge), "probe": args.probe,
+                                "sample_steps": args.steps, "temperature": args.temperature})
+    print(to_markdown(summary))
+    print(f"report: {args.out}/report.md ({summary['seconds']:.0f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hma-zoo policy``; returns a process exit code."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from hma_zoo.policy.tasks import TASKS
+
+    try:
+        if args.cmd == "tasks":
+            for name, t in TASKS.items():
+                print(f"{name:<7} embodiment {t.embodiment:<17} chunk {t.stride}x{t.action_dim}  horizon "
+                      f"{t.horizon:>3}  score {t.score:<8} {t.description}")
+            return 0
+        if args.cmd == "demos":
+            from hma_zoo.policy.demos import record_demos
+
+            summary = record_demos(args.task, args.policy, args.episodes, args.out, seed=args.seed,
+                                   val_fraction=args.val_fraction, horizon=args.horizon, overwrite=args.overwrite)
+            for name, row in summary["policies"].items():
+                print(f"{name:<28} {row['episodes']:>4} episodes  mean score {row['mean_score']:.3f}")
+            print(f"wrote {summary['episodes']} episodes to {summary['out']} in {summary['seconds']:.0f} s")
+            return 0
+        if args.cmd == "train":
+            from hma_zoo.policy.bc import load_bc_policy, train_bc
+
+            save = [int(x) for x in args.save_steps.split(",") if x.strip()]
+            paths = train_bc(args.data, args.task, args.out, steps=args.steps, save_steps=save,
+                             episodes=args.episodes, extra=args.extra, seed=args.seed, batch_size=args.batch_size,
+                             backbone=args.backbone, lr=args.lr)
+            for path in paths:
+                line = f"{path}"
+                if args.eval_episodes:
+                    from hma_zoo.data.sources.base import episode_seed
+                    from hma_zoo.policy.tasks import RealTaskEnv, run_episode
+
+                    env = RealTaskEnv(args.task)
+                    pol = load_bc_policy(path, args.task)
+                    scores = [run_episode(env, pol, seed=episode_seed(10_000 + args.seed, args.task, i))["score"]
+                              for i in range(args.eval_episodes)]
+                    env.close()
+                    line += f"  real-simulator score {sum(scores) / len(scores):.3f} over {len(scores)} episodes"
+                print(line)
+            return 0
+        if args.cmd == "judge":
+            from hma_zoo.eval.probe import load_probe
+            from hma_zoo.policy.judge import fit_judge
+
+            probe = load_probe(args.probe) if args.probe else None
+            _, metrics = fit_judge(args.data, args.task, args.out, steps=args.steps, seed=args.seed,
+                                   batch_size=args.batch_size, backbone=args.backbone, probe=probe)
+            for name, m in metrics.items():
+                print(f"{name:<11} held-out frames: accuracy {m['frame_accuracy']:.3f}  AUROC {m['frame_auroc']:.3f}"
+                      f"  | episodes: accuracy {m['episode_accuracy']:.3f} ({m['episodes']} episodes, "
+                      f"{m['successful_episodes']} successful)")
+            print(f"saved the judge to {args.out}")
+            return 0
+        if args.cmd == "eval":
+            return _eval(args)
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"hma-zoo policy {args.cmd}: {msg}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover - argparse rejects unknown subcommands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
