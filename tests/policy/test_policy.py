@@ -326,3 +326,20 @@ def test_policy_cli(capsys: pytest.CaptureFixture[str]) -> None:
 def test_task_spec_chunk_dim() -> None:
     spec = TaskSpec("t", "e", stride=3, action_dim=2, state_dim=1, goal_dim=0, horizon=8, score="success")
     assert spec.chunk_dim == 6
+
+
+def test_generated_replay_episodes_keep_the_goal_and_use_only_the_first_prompts(tmp_path: Path) -> None:
+    """`generate --prompt-episodes 2 --task reach`: prompts come from the first two episodes by id only, each
+    generated episode keeps its prompt's goal, and BC data loading reads generated + real episodes together."""
+    from hma_zoo.policy.generate import generate_dataset
+    from hma_zoo.policy.nets import load_task_frames
+
+    root = _write_synthetic(tmp_path / "d", 8)
+    out = tmp_path / "gen"
+    generate_dataset(_sim(), root, out, episodes=5, frames=3, actions="replay", noise=0.1, task="reach",
+                     split="train", prompt_episodes=2, model_tag="tiny")
+    real = load_task_frames(root, get_task("reach"), "train", episodes=2)
+    both = load_task_frames(root, get_task("reach"), "train", episodes=2, extra=[out])
+    generated = both.episode_ids[2:]
+    assert len(generated) == 5 and {g.split("_", 1)[1].rsplit("_", 1)[0] for g in generated} <= set(real.episode_ids)
+    assert np.allclose(both.goal, [1, 2, 3]) and both.frames.shape[0] == real.frames.shape[0] + 5 * 4

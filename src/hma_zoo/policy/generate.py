@@ -95,9 +95,10 @@ class _ActionRange:
 
 # --------------------------------------------------------------------------------------------- prompts
 def _eligible(manifest: dict[str, Any], split: str, embodiments: Sequence[str], prompt_frames: int,
-              ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+              prompt_episodes: int | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Per embodiment: ``(episode id, shard)`` of the ``split`` episodes with at least ``prompt_frames`` frames and
-    one action chunk after them (from the manifest's shard lists; nothing is decoded)."""
+    one action chunk after them (from the manifest's shard lists; nothing is decoded). ``prompt_episodes`` keeps the
+    first ``n`` of them by episode id (the same ``n`` that ``hma-zoo policy train --episodes n`` reads)."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {name: [] for name in embodiments}
     for shard in manifest["shards"]:
         name = shard["embodiment"]
@@ -108,11 +109,14 @@ def _eligible(manifest: dict[str, Any], split: str, embodiments: Sequence[str], 
             n_actions = int(entry[2]) if len(entry) > 2 else (int(entry[1]) - 1) * stride
             if int(entry[1]) >= prompt_frames and n_actions >= prompt_frames * stride:
                 out[name].append((str(entry[0]), shard))
+    if prompt_episodes is not None:
+        out = {name: sorted(pool, key=lambda x: x[0])[: int(prompt_episodes)] for name, pool in out.items()}
     return out
 
 
 def select_prompts(data_dir: str | os.PathLike, manifest: dict[str, Any], *, episodes: int, prompt_frames: int,
-                   seed: int, split: str, embodiments: Sequence[str]) -> list[Prompt]:
+                   seed: int, split: str, embodiments: Sequence[str],
+                   prompt_episodes: int | None = None) -> list[Prompt]:
     """The prompt of each of ``episodes`` generated episodes (the same :class:`Prompt` may repeat).
 
     Embodiments are taken round-robin (in the order given); within one, the eligible episodes are shuffled by
@@ -120,7 +124,7 @@ def select_prompts(data_dir: str | os.PathLike, manifest: dict[str, Any], *, epi
     """
     from hma_zoo.data.shards import ShardExpectation, iter_episodes, join
 
-    pools = _eligible(manifest, split, embodiments, prompt_frames)
+    pools = _eligible(manifest, split, embodiments, prompt_frames, prompt_episodes)
     empty = [name for name, pool in pools.items() if not pool]
     if empty:
         raise ValueError(f"{data_dir} has no {split!r} episodes of {empty} with at least {prompt_frames} frames and "
@@ -297,6 +301,7 @@ def generate_dataset(
     val_fraction: float = 0.0,
     batch_size: int = 8,
     encoding: str = "npy",
+    prompt_episodes: int | None = None,
 ) -> dict[str, Any]:
     """Generate ``episodes`` episodes of ``prompt_frames + frames`` frames with ``simulator`` and write them to
     ``out_dir`` as an episode dataset (see the module docstring), then read it back and validate it.
@@ -310,7 +315,8 @@ def generate_dataset(
         actions: ``"replay"``, ``"policy"`` or ``"model"``.
         noise: action noise, in units of the embodiment's action std (all modes).
         policy: policy spec for ``actions="policy"`` (``scripted[:noise=S]``, ``random``, ``bc:PATH``).
-        task: task name or :class:`~hma_zoo.policy.tasks.TaskSpec` for ``actions="policy"``.
+        task: task name or :class:`~hma_zoo.policy.tasks.TaskSpec`: needed for ``actions="policy"``; with the other
+            sources it stores each prompt's goal in ``meta["goal"]`` (what BC training reads as the goal).
         probe: state probe (object or folder) for ``actions="policy"``.
         seed: seeds the prompt choice, the action noise, the policy and the simulator's sampling.
         split: split of ``data_dir`` the prompts come from.
@@ -321,6 +327,7 @@ def generate_dataset(
         val_fraction: share of generated episodes written to ``val`` (default 0: all ``train``).
         batch_size: episodes stepped together (replay and model modes).
         encoding: ``"npy"`` or ``"mp4"`` frames.
+        prompt_episodes: draw prompts only from the first ``n`` eligible episodes by id (per embodiment).
 
     Returns:
         ``{"episodes", "frames", "seconds", "out", "per_embodiment": {name: episodes}, "validated": counts}``.
@@ -360,13 +367,13 @@ def generate_dataset(
     data_names = sorted(manifest["embodiments"])
 
     task_spec = None
-    if actions == "policy":
+    if actions == "policy" and task is None:
+        raise ValueError("--actions policy needs --task TASK (see `hma-zoo policy tasks`)")
+    if actions == "policy" and not policy:
+        raise ValueError("--actions policy needs --policy SPEC (scripted[:noise=S], random or bc:PATH)")
+    if task is not None:
         from hma_zoo.policy.tasks import get_task
 
-        if task is None:
-            raise ValueError("--actions policy needs --task TASK (see `hma-zoo policy tasks`)")
-        if not policy:
-            raise ValueError("--actions policy needs --policy SPEC (scripted[:noise=S], random or bc:PATH)")
         task_spec = get_task(task) if isinstance(task, str) else task
         if task_spec.embodiment not in model_names:
             raise ValueError(f"task {task_spec.name!r} runs on {task_spec.embodiment!r} but the model serves "
@@ -409,7 +416,7 @@ def generate_dataset(
         log.warning("--probe is only used with --actions policy; ignored")
 
     prompts = select_prompts(data_dir, manifest, episodes=episodes, prompt_frames=prompt_frames, seed=seed,
-                             split=split, embodiments=embodiments)
+                             split=split, embodiments=embodiments, prompt_episodes=prompt_episodes)
     ranges = {n: _action_range(manifest["embodiments"][n], model.config.embodiment(n)) for n in embodiments}
     infos = [EmbodimentInfo.from_dict(manifest["embodiments"][n]) for n in embodiments]
     rng = np.random.default_rng(seed)
@@ -493,7 +500,9 @@ def generate_dataset(
                         video, executed, cycled = _generate_batch(simulator, batch, frames=frames, mode=actions,
                                                                   noise=noise, rng=rng, arange=ranges[name])
                         for j, i in enumerate(chunk_idx):
-                            extra = {"actions_cycled": cycled[j]} if actions == "replay" else {}
+                            extra: dict[str, Any] = {"actions_cycled": cycled[j]} if actions == "replay" else {}
+                            if task_spec is not None:  # keep the task's goal with the episode (BC reads it)
+                                extra["goal"] = _task_goal(prompts[i], task_spec)[0].tolist()
                             write(i, prompts[i], video[j], executed[j], extra)
                         bar.advance(job, len(chunk_idx))
     except BaseException:
@@ -531,13 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, required=True, help="number of generated episodes")
     p.add_argument("--frames", type=int, required=True, help="generated frames per episode (after the prompt)")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames each episode starts from (default 1)")
+    p.add_argument("--prompt-episodes", type=int, default=None,
+                   help="draw prompts from the first N eligible episodes by id only (e.g. the 10 real demos a BC "
+                        "policy also trains on: hma-zoo policy train --episodes 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--actions", choices=ACTION_SOURCES, default="replay",
                    help="action source: replay (recorded, default), policy (--policy/--task) or model (policy head)")
     p.add_argument("--noise", type=float, default=0.0, help="action noise in units of the action std (default 0)")
     p.add_argument("--policy", default=None, help="policy spec for --actions policy: scripted[:noise=S], random, "
                    "bc:PATH")
-    p.add_argument("--task", default=None, help="task for --actions policy (see `hma-zoo policy tasks`)")
+    p.add_argument("--task", default=None, help="task for --actions policy (see `hma-zoo policy tasks`); with "
+                   "replay / model it only stores each prompt's goal in meta['goal'] for hma-zoo policy train")
     p.add_argument("--probe", default=None, help="state probe folder for --actions policy")
     p.add_argument("--steps", type=int, default=2, help="MaskGIT / MAR steps per frame (default 2)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1; 0 = greedy)")
@@ -581,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             actions=args.actions, noise=args.noise, policy=args.policy, task=args.task, probe=args.probe,
             seed=args.seed, split=args.split, embodiments=args.embodiment, model_tag=args.model,
             overwrite=args.overwrite, val_fraction=args.val_fraction, batch_size=args.batch_size,
-            encoding=args.encoding)
+            encoding=args.encoding, prompt_episodes=args.prompt_episodes)
     except (KeyError, ValueError, OSError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"{prog}: {msg}", file=sys.stderr)

@@ -143,6 +143,14 @@ class TaskFrames:
         return torch.from_numpy(np.stack([self.frames[self.prev[idx]], self.frames[idx]], 1))
 
 
+def episode_meta(ep: Any) -> dict[str, Any]:
+    """The ``meta`` an episode was written with (an episode read from shards carries its whole JSON record in
+    ``meta``, the written meta under ``meta["meta"]``)."""
+    meta = ep.meta if isinstance(ep.meta, dict) else {}
+    inner = meta.get("meta") if "episode_id" in meta else None
+    return inner if isinstance(inner, dict) else meta
+
+
 def read_episodes(data: str | os.PathLike, split: str, embodiment: str) -> list[Any]:
     """Every ``split`` episode of ``embodiment`` in a dataset (checked against its manifest), sorted by id."""
     from hma_zoo.data.loader import build_components
@@ -191,7 +199,16 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
         acts[:n] = ep.actions[: n * s].reshape(n, s * a)
         ok = np.zeros(t, bool)
         ok[:n] = True
-        pro = ep.proprio if ep.proprio is not None else np.zeros((t, task.state_dim + task.goal_dim), np.float32)
+        pro = ep.proprio
+        own = episode_meta(ep)
+        meta_goal = own.get("goal")
+        if pro is None:  # generated episodes: no state; the goal is in meta (hma-zoo generate --actions policy)
+            if task.goal_dim and meta_goal is None:
+                raise ValueError(f"episode {ep.episode_id} stores neither proprio nor meta['goal']; task "
+                                 f"{task.name!r} needs the goal (generate it with --actions policy --task)")
+            pro = np.zeros((t, task.state_dim + task.goal_dim), np.float32)
+            if task.goal_dim:
+                pro[:, task.state_dim:] = np.asarray(meta_goal, np.float32)[None]
         if pro.shape[1] < task.state_dim + task.goal_dim:
             raise ValueError(f"episode {ep.episode_id}: proprio has {pro.shape[1]} dims; task {task.name!r} needs "
                              f"state ({task.state_dim}) + goal ({task.goal_dim}); record it with hma-zoo policy demos")
@@ -203,7 +220,7 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
                     lab[f] = float(succ[f * s - 1])
             ep_succ.append(bool(succ.any()))
         else:
-            prog = ep.meta.get("progress") if isinstance(ep.meta, dict) else None
+            prog = own.get("progress")
             if prog is not None and len(prog) == t:
                 lab = np.asarray(prog, np.float32)
             ep_succ.append(bool(ep.success.any()) if ep.success is not None else False)
