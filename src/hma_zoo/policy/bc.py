@@ -100,8 +100,8 @@ def load_bc_policy(path: str | os.PathLike, task: str | TaskSpec | None = None, 
 
 def train_bc(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.PathLike, steps: int = 3000,
              save_steps: Sequence[int] = (), episodes: int | None = None, extra: Sequence[str | os.PathLike] = (),
-             seed: int = 0, batch_size: int = 64, backbone: str = "resnet10t", lr: float = 1e-3,
-             progress: bool = True) -> list[Path]:
+             seed: int = 0, batch_size: int = 64, backbone: str = "test_resnet", lr: float = 1e-3,
+             progress: bool = True, extra_episodes: int | None = None) -> list[Path]:
     """Train a BC policy on the ``train`` episodes of ``data`` (+ all of ``extra``) and export snapshots.
 
     Args:
@@ -112,6 +112,7 @@ def train_bc(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.Pa
         save_steps: further steps to export (the last step is always exported).
         episodes: use only the first ``episodes`` train episodes of ``data`` (e.g. 10 of 100).
         extra: datasets whose train episodes are added (e.g. generated with ``hma-zoo generate``).
+        extra_episodes: add only the first ``extra_episodes`` episodes (by id) of each ``extra`` dataset.
         seed: sampling and initialisation seed.
         batch_size, backbone, lr: training settings.
 
@@ -121,7 +122,7 @@ def train_bc(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.Pa
     from hma_zoo.policy.train import FrameBatches, FrameGoalLit, SaveAtSteps, fit
 
     spec = get_task(task) if isinstance(task, str) else task
-    frames = load_task_frames(data, spec, "train", episodes=episodes, extra=extra)
+    frames = load_task_frames(data, spec, "train", episodes=episodes, extra=extra, extra_episodes=extra_episodes)
     valid = frames.chunk[frames.has_chunk]
     mean, std = valid.mean(0), valid.std(0) + 1e-3
     goal = frames.goal
@@ -138,6 +139,7 @@ def train_bc(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.Pa
     def save(step: int) -> None:
         path = hub.save_pretrained(model, out / f"step-{step:06d}", meta={
             "task": spec.name, "step": step, "data": str(data), "episodes": n_eps, "extra": [str(e) for e in extra],
+            "extra_episodes": extra_episodes,
             "seed": seed, "batch_size": batch_size, "backbone": backbone})
         written.append(Path(path))
 

@@ -19,6 +19,8 @@ import sys
 
 log = logging.getLogger(__name__)
 
+EVAL_SEED = 10_000  # base seed of the held-out resets policies are scored on (demos use 0 and 1)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hma-zoo policy`` argument parser."""
@@ -47,12 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--episodes", type=int, default=None, help="use only the first N train episodes of --data")
     t.add_argument("--extra", action="append", default=[],
                    help="another dataset whose train episodes are added (e.g. from hma-zoo generate); repeatable")
+    t.add_argument("--extra-episodes", type=int, default=None,
+                   help="add only the first N episodes (by id) of each --extra dataset")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--backbone", default="resnet10t", help="timm backbone (built from scratch)")
+    t.add_argument("--backbone", default="test_resnet", help="timm backbone (built from scratch)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--eval-episodes", type=int, default=0,
-                   help="after training, run each snapshot this many episodes in the real simulator")
+                   help="after training, run each snapshot this many episodes in the real simulator (held-out resets, "
+                        "the same for every policy); writes OUT/real_eval.json")
 
     j = sub.add_parser("judge", help="train a success judge on real frames labelled by the simulator")
     j.add_argument("--data", required=True, help="task dataset with successes and failures (hma-zoo policy demos)")
@@ -61,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--steps", type=int, default=1500)
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--batch-size", type=int, default=64)
-    j.add_argument("--backbone", default="resnet10t")
+    j.add_argument("--backbone", default="test_resnet")
     j.add_argument("--probe", default=None, help="state probe folder: also measure the state-probe rule judge")
 
     e = sub.add_parser("eval", help="rank policies in a world model against the real simulator (policy-eval)")
@@ -80,7 +85,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--gifs", type=int, default=2, help="side-by-side GIFs per policy")
     e.add_argument("--out", required=True, help="report folder (summary.json, report.md, gifs/)")
+
+    y = sub.add_parser("synthetic", help="the synthetic-data experiment: BC on real vs real + generated episodes")
+    y.add_argument("--task", required=True)
+    y.add_argument("--data", required=True, help="real demonstrations of the task (hma-zoo policy demos)")
+    y.add_argument("--model", required=True, help="world model that generates episodes")
+    y.add_argument("--tokenizer", default=None)
+    y.add_argument("--out", required=True, help="experiment folder (resumes: finished runs are skipped)")
+    y.add_argument("--seeds", default="0,1,2")
+    y.add_argument("--real", type=int, default=10, help="real demonstrations of the small set (paper: 10)")
+    y.add_argument("--generated", default="10,50,90", help="generated episodes added to them (paper: 10,50,90)")
+    y.add_argument("--full", type=int, default=100, help="real demonstrations of the full set (paper: 100)")
+    y.add_argument("--steps", type=int, default=1000, help="BC optimizer steps of every run")
+    y.add_argument("--eval-episodes", type=int, default=50, help="real-simulator episodes per policy")
+    y.add_argument("--frames", type=int, default=None, help="generated frames per episode (default: task horizon)")
+    y.add_argument("--actions", default="replay", choices=("replay", "policy", "model"),
+                   help="action source of the generated episodes (see hma-zoo generate)")
+    y.add_argument("--noise", type=float, default=0.2, help="action noise of the generated episodes (x action std)")
+    y.add_argument("--policy", default=None, help="policy spec for --actions policy")
+    y.add_argument("--probe", default=None, help="state probe for --actions policy")
+    y.add_argument("--sample-steps", type=int, default=2, help="MaskGIT / MAR steps per generated frame")
     return p
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from hma_zoo.policy.synthetic import run_synthetic, to_markdown
+    from hma_zoo.pretrained import load_simulator
+
+    sim = load_simulator(args.model, args.tokenizer, steps=args.sample_steps, record=True)
+    summary = run_synthetic(
+        args.task, args.data, sim, args.out, seeds=[int(x) for x in args.seeds.split(",") if x.strip()],
+        real=args.real, generated=[int(x) for x in args.generated.split(",") if x.strip()], full=args.full,
+        steps=args.steps, eval_episodes=args.eval_episodes, frames=args.frames, actions=args.actions,
+        noise=args.noise, policy=args.policy, probe=args.probe, model_tag=str(args.model))
+    print(to_markdown(summary))
+    print(f"table: {args.out}/synthetic.md")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -134,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             save = [int(x) for x in args.save_steps.split(",") if x.strip()]
             paths = train_bc(args.data, args.task, args.out, steps=args.steps, save_steps=save,
                              episodes=args.episodes, extra=args.extra, seed=args.seed, batch_size=args.batch_size,
-                             backbone=args.backbone, lr=args.lr)
+                             backbone=args.backbone, lr=args.lr, extra_episodes=args.extra_episodes)
+            results = {}
             for path in paths:
                 line = f"{path}"
                 if args.eval_episodes:
@@ -143,11 +184,20 @@ def main(argv: list[str] | None = None) -> int:
 
                     env = RealTaskEnv(args.task)
                     pol = load_bc_policy(path, args.task)
-                    scores = [run_episode(env, pol, seed=episode_seed(10_000 + args.seed, args.task, i))["score"]
+                    # the same held-out resets for every policy (demos use seeds 0 and 1 of episode_seed)
+                    scores = [run_episode(env, pol, seed=episode_seed(EVAL_SEED, args.task, i))["score"]
                               for i in range(args.eval_episodes)]
                     env.close()
-                    line += f"  real-simulator score {sum(scores) / len(scores):.3f} over {len(scores)} episodes"
+                    results[path.name] = {"score": sum(scores) / len(scores), "scores": scores}
+                    line += f"  real-simulator score {results[path.name]['score']:.3f} over {len(scores)} episodes"
                 print(line)
+            if results:
+                import json
+                from pathlib import Path
+
+                (Path(args.out) / "real_eval.json").write_text(json.dumps(
+                    {"task": args.task, "eval_seed": EVAL_SEED, "episodes": args.eval_episodes, "snapshots": results},
+                    indent=1))
             return 0
         if args.cmd == "judge":
             from hma_zoo.eval.probe import load_probe
@@ -164,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "eval":
             return _eval(args)
+        if args.cmd == "synthetic":
+            return _synthetic(args)
     except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"hma-zoo policy {args.cmd}: {msg}", file=sys.stderr)

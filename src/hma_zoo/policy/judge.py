@@ -151,7 +151,7 @@ def evaluate_judges(data: TaskFrames, task: TaskSpec, judge: ClassifierJudge | N
 
 
 def fit_judge(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.PathLike, steps: int = 1500,
-              seed: int = 0, batch_size: int = 64, backbone: str = "resnet10t", lr: float = 1e-3,
+              seed: int = 0, batch_size: int = 64, backbone: str = "test_resnet", lr: float = 1e-3,
               probe: Any = None, progress: bool = True) -> tuple[ClassifierJudge, dict[str, Any]]:
     """Train a :class:`ClassifierJudge` on the ``train`` frames of a task dataset and measure it (and the probe rule,
     when ``probe`` is given) on the ``val`` episodes; saves the judge with its metrics to ``out_dir``.

@@ -58,7 +58,7 @@ class FrameGoalNet(nn.Module):
         hidden: width of the MLP after the backbone.
     """
 
-    def __init__(self, out_dim: int, goal_dim: int = 0, backbone: str = "resnet10t", context: int = 2,
+    def __init__(self, out_dim: int, goal_dim: int = 0, backbone: str = "test_resnet", context: int = 2,
                  image_size: tuple[int, int] = (64, 64), goal_mean: Sequence[float] | None = None,
                  goal_std: Sequence[float] | None = None, hidden: int = 256) -> None:
         super().__init__()
@@ -166,7 +166,7 @@ def read_episodes(data: str | os.PathLike, split: str, embodiment: str) -> list[
 
 
 def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "train", episodes: int | None = None,
-                     extra: Sequence[str | os.PathLike] = ()) -> TaskFrames:
+                     extra: Sequence[str | os.PathLike] = (), extra_episodes: int | None = None) -> TaskFrames:
     """Read the ``split`` episodes of a task dataset (``hma-zoo policy demos``; or any dataset of the task's
     embodiment whose ``proprio`` is task state + goal) into a :class:`TaskFrames`.
 
@@ -175,7 +175,9 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
         task: the task (its stride, state and goal widths).
         split: ``train`` or ``val``.
         episodes: keep only the first ``episodes`` episodes (in the dataset's order), e.g. 10 of 100.
-        extra: further datasets whose ``train`` episodes are all added (e.g. generated episodes).
+        extra: further datasets whose ``train`` episodes are added (e.g. generated episodes).
+        extra_episodes: add only the first ``extra_episodes`` (by id) of each ``extra`` dataset (nested subsets:
+            the first 10 are among the first 50).
     """
     eps = read_episodes(data, split, task.embodiment)
     if not eps:
@@ -189,6 +191,10 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
         extra_eps = read_episodes(more, "train", task.embodiment)
         if not extra_eps:
             raise ValueError(f"{more} has no train episodes of {task.embodiment!r}")
+        if extra_episodes is not None:
+            if extra_episodes > len(extra_eps):
+                raise ValueError(f"asked for {extra_episodes} extra episodes but {more} holds {len(extra_eps)}")
+            extra_eps = extra_eps[:extra_episodes]
         eps += extra_eps
     frames, prev, chunk, has, goal, label, epi, ep_succ, state = [], [], [], [], [], [], [], [], []
     offset, s, a = 0, task.stride, task.action_dim
