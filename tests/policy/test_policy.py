@@ -176,6 +176,12 @@ def test_record_demos_writes_a_valid_task_dataset(tmp_path: Path) -> None:
     assert validate_dataset(str(out), False)["episodes"] == 4
     data = load_task_frames(out, get_task("reach"), "train")
     assert data.frames.shape[0] == 2 * 4 and data.chunk.shape[1] == 16
+    # every policy has held-out episodes (a split that followed the policy cycle once left val with random only)
+    from hma_zoo.policy.nets import episode_meta, read_episodes
+
+    for split in ("train", "val"):
+        assert {episode_meta(e)["policy"] for e in read_episodes(out, split, "metaworld_sawyer")} == {"scripted",
+                                                                                                     "random"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["embodiments"]["metaworld_sawyer"]["stride"] == 4
     with pytest.raises(FileExistsError, match="--overwrite"):

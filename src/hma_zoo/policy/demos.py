@@ -7,7 +7,8 @@
         --policy random --out data/judge-reach          # successes and failures for a success judge
 
 Episode ``i`` runs policy ``i % len(policies)`` from reset seed :func:`~hma_zoo.data.sources.base.episode_seed`
-``(seed, task, i)``; every ``round(1 / val_fraction)``-th episode goes to the ``val`` split. Each episode stores
+``(seed, task, i)``; every ``round(1 / val_fraction)``-th *round* of the policy cycle goes to the ``val`` split
+(so every policy has held-out episodes). Each episode stores
 frames, control-step actions, ``proprio`` = task state + goal per frame (see :func:`~hma_zoo.policy.tasks.
 record_episode`), reward and success per control step, and ``meta`` with the policy, seed, success and score.
 """
@@ -80,7 +81,8 @@ def record_demos(task: str | TaskSpec, policies: Sequence[str], episodes: int, o
             ep = record_episode(env, f"{spec.name}_{i:06d}", meta={
                 "policy": policies[which], "seed": int(s), "success": bool(result["success"]),
                 "score": float(result["score"])})
-            writer.add(ep, split_for_index(i, val_fraction))
+            # whole rounds of the policy cycle go to one split, so every policy is in val as in train
+            writer.add(ep, split_for_index(i // len(built), val_fraction))
     env.close()
     summary = {"task": spec.name, "episodes": episodes, "out": str(out), "seconds": time.perf_counter() - t0,
                "policies": {p: {"episodes": len(v), "mean_score": sum(v) / max(len(v), 1)}
