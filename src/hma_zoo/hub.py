@@ -4,11 +4,21 @@ Loading never unpickles: the config is JSON and the weights are safetensors. A f
 ``README.md`` model card (see :mod:`hma_zoo.cards`). Sources, in the order they are tried:
 
 * ``local-dir:/path`` or an existing directory path;
-* ``hf-hub:org/name`` or ``org/name`` (optionally ``@revision``): fetched with ``huggingface_hub.snapshot_download``,
-  which works offline (``HF_HUB_OFFLINE=1``) from the local hub cache.
+* ``hf-hub:org/name`` or ``org/name`` (optionally ``@revision``): the local hub cache first, then the hub
+  (``huggingface_hub.snapshot_download``); offline (``HF_HUB_OFFLINE=1``) only the cache is read.
 
 Each loadable class registers a *kind* with :func:`register_kind`; ``config.json`` stores it under
 ``"hma_zoo_kind"`` so :func:`load_pretrained` can rebuild the right class.
+
+``config.json`` also holds ``meta``, the provenance the writers record. :func:`describe` is the one reader of it
+(for model cards and the pretrained table); the keys it understands:
+
+* ``variant`` (architecture name), ``tag`` (weights tag), ``license`` (default ``apache-2.0``);
+* ``data`` (dataset name; older tokenizer folders: ``data_dir``, a path);
+* ``metrics`` (measured figures: name -> value, or a dict per row; older tokenizer folders: ``val``; Lightning
+  exports: the ``val/*`` entries of ``final_metrics``);
+* ``training`` (how it was trained; tokenizer folders: ``train``), ``tokenizer`` (the tokenizer of a world model),
+  ``base_model`` (what a fine-tune started from), ``machine``, ``params``.
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+TOKENIZER_SUBDIR = "tokenizer"  # a world model's bundled tokenizer (see hma_zoo.pretrained)
 FORMAT_VERSION = 1
+DEFAULT_LICENSE = "apache-2.0"
+# What a hub repo of the zoo holds: the member and, for a world model, the tokenizer bundled with it.
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME] + [f"{TOKENIZER_SUBDIR}/{f}" for f in
+                                                      (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)]
 
 _KINDS: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], Callable[[nn.Module], dict[str, Any]]]] = {}
 
@@ -81,7 +97,7 @@ def save_pretrained(
     save_file(state, str(tmpw), metadata={"hma_zoo_kind": kind})
     tmpw.replace(out / WEIGHTS_NAME)
     if card is not None:
-        (out / "README.md").write_text(card)
+        (out / CARD_NAME).write_text(card)
     return out
 
 
@@ -107,10 +123,13 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cac
         )
     from huggingface_hub import snapshot_download
 
+    try:  # the local hub cache first: no network round trip when the weights are already there
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
+                                      local_files_only=True))
+    except Exception as err:  # not cached (LocalEntryNotFoundError and relatives): ask the hub
+        log.debug("%s is not in the local hub cache (%s); trying the hub", repo_id, err)
     try:
-        folder = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"]
-        )
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES)
     except Exception as err:  # offline, missing repo, no cache: say which and how to fix it
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = (
@@ -143,6 +162,7 @@ def load_pretrained(
     revision: str | None = None,
     cache_dir: str | None = None,
     strict: bool = True,
+    weights: bool = True,
 ) -> nn.Module:
     """Rebuild a zoo member from a folder or hub repo and load its weights (never unpickles).
 
@@ -151,6 +171,8 @@ def load_pretrained(
         kind: if given, the stored kind must match (e.g. ``"hma"`` or ``"tokenizer"``).
         map_location: device for the weights.
         strict: passed to ``load_state_dict``.
+        weights: ``False`` rebuilds the architecture of ``config.json`` with fresh (random) weights and reads no
+            weights file (``create_model(tag, pretrained=False)``).
     """
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     payload = read_config(folder)
@@ -167,6 +189,9 @@ def load_pretrained(
         raise ValueError(f"unknown zoo kind {stored!r} in {folder}; known kinds: {sorted(_KINDS)}")
     build, _ = _KINDS[stored]
     module = build(payload["config"])
+    module.pretrained_meta = payload.get("meta", {})  # type: ignore[attr-defined]
+    if not weights:
+        return module.to(map_location)
     state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(map_location))
     bad = nonfinite_tensors(state)
     if bad:
@@ -175,8 +200,75 @@ def load_pretrained(
     missing, unexpected = module.load_state_dict(state, strict=strict)
     if missing or unexpected:
         log.warning("loaded %s with missing=%s unexpected=%s", name_or_path, missing, unexpected)
-    module.pretrained_meta = payload.get("meta", {})  # type: ignore[attr-defined]
     return module.to(map_location)
+
+
+def _dataset_name(value: Any) -> str | None:
+    if value in (None, "", "None"):
+        return None
+    return Path(str(value).rstrip("/")).name or str(value)
+
+
+def describe(payload: dict[str, Any], folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The provenance of a saved zoo member, read from its ``config.json`` ``payload`` under one set of keys.
+
+    Every writer's keys are understood (see the module docstring), so a card or the pretrained table never says
+    "not recorded" for a figure that is stored under an older name.
+
+    Args:
+        payload: the parsed ``config.json`` (:func:`read_config`).
+        folder: the saved folder, if known: a folder named ``<variant>.<tag>`` names the member, and a bundled
+            ``tokenizer/`` takes its tag from the world model beside it.
+
+    Returns:
+        ``name`` (``variant.tag`` or the variant), ``kind``, ``architecture``, ``tag``, ``data``, ``metrics`` (a dict,
+        possibly empty), ``metrics_source`` (the meta key they came from, or ``None``), ``training``, ``tokenizer``,
+        ``base_model``, ``license``, ``machine``, ``params`` and ``embodiments`` (names).
+    """
+    kind = payload["hma_zoo_kind"]
+    meta = payload.get("meta") or {}
+    config = payload.get("config") or {}
+    architecture = meta.get("variant") or (config.get("arch", {}).get("name") if kind == "tokenizer" else None)
+    tag = meta.get("tag")
+    name = f"{architecture}.{tag}" if architecture and tag else architecture
+    if folder is not None:
+        folder = Path(folder)
+        parent_cfg = folder.parent / CONFIG_NAME
+        if architecture and folder.name.startswith(architecture + "."):
+            name, tag = folder.name, folder.name[len(architecture) + 1 :]
+        elif folder.name == TOKENIZER_SUBDIR and parent_cfg.is_file() and architecture:
+            bundled_from = Path(str(json.loads(parent_cfg.read_text()).get("meta", {}).get("tokenizer", ""))).name
+            if bundled_from.startswith(architecture + "."):
+                name, tag = bundled_from, bundled_from[len(architecture) + 1 :]
+        elif name is None:
+            name = folder.name
+    metrics, source = meta.get("metrics"), "metrics"
+    if not metrics and meta.get("val"):
+        metrics, source = meta["val"], "val"
+    if not metrics and meta.get("final_metrics"):
+        final = meta["final_metrics"]
+        metrics, source = {k[len("val/") :]: v for k, v in final.items() if k.startswith("val/")}, "final_metrics"
+    if kind == "hma":
+        embodiments = [e["name"] for e in config.get("embodiments", [])]
+    else:  # a tokenizer's per-embodiment rows
+        embodiments = [k for k, v in (metrics or {}).items() if isinstance(v, dict) and k != "all"]
+    tokenizer = meta.get("tokenizer")
+    return {
+        "name": name or kind,
+        "kind": kind,
+        "architecture": architecture,
+        "tag": tag,
+        "data": _dataset_name(meta.get("data") or meta.get("data_dir")),
+        "metrics": dict(metrics or {}),
+        "metrics_source": source if metrics else None,
+        "training": meta.get("training") or meta.get("train"),
+        "tokenizer": Path(str(tokenizer)).name if tokenizer else None,
+        "base_model": meta.get("base_model"),
+        "license": meta.get("license") or DEFAULT_LICENSE,
+        "machine": meta.get("machine"),
+        "params": meta.get("params"),
+        "embodiments": embodiments,
+    }
 
 
 def _import_kind_modules() -> None:

@@ -99,3 +99,23 @@ def test_kill_and_resume_continues_optimizer_and_schedule(tmp_path: Path) -> Non
     k = next(iter(killed["optimizer_states"][0]["state"]))
     assert not torch.equal(killed["optimizer_states"][0]["state"][k]["exp_avg"],
                            resumed["optimizer_states"][0]["state"][k]["exp_avg"])
+
+
+def test_hma_zoo_fit_passes_its_command_line_without_the_lightning_args_warning(monkeypatch, capsys) -> None:
+    """`hma-zoo fit` handed LightningCLI its arguments as ``args=`` while ``sys.argv`` held them too, so every run
+    warned "not recommended to provide both args and command line arguments"; now ``argv`` is the command line."""
+    import warnings
+
+    from hma_zoo.cli import main as hma_zoo
+
+    command = ["fit", "--config", DEBUG, "--trainer.max_steps", "7", "--print_config"]
+    console = ["/venv/bin/hma-zoo", "--debug", *command]
+    monkeypatch.setattr(sys, "argv", console)  # as the console script runs it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as exit_:
+            hma_zoo()
+    assert exit_.value.code in (0, None)
+    assert not [w for w in caught if "args" in str(w.message) and "command line" in str(w.message)]
+    assert "max_steps: 7" in capsys.readouterr().out  # the arguments reached the parser (--debug did not)
+    assert sys.argv == console  # restored

@@ -152,6 +152,10 @@ def test_from_pretrained_adds_embodiment_and_keeps_trunk(tmp_path, embodiments) 
     assert ft.model.config.max_chunk_dim == 4
     batch = token_batch(names=("gripper",), a_max=4)
     assert math.isfinite(_train(ft, 1, batch)[0])
+    # the fine-tune's metadata names its base model (its card's base_model / "Fine-tuned from")
+    assert ft.save_pretrained(tmp_path / "ft").joinpath("config.json").read_text().count(
+        f'"base_model": "{tmp_path / "base"}"') == 1
+    assert "base_model" not in (tmp_path / "base" / "config.json").read_text()
 
 
 def test_ckpt_roundtrip_through_load_world_model(tmp_path, embodiments) -> None:

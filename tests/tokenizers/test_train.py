@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hma_zoo.cards import card_problems
 from hma_zoo.tokenizers import create_tokenizer, load_tokenizer
 from hma_zoo.tokenizers.train import evaluate_tokenizer, load_frames, train_tokenizer
 from tests.tokenizers.helpers import smooth_images, to_frames
@@ -33,7 +34,9 @@ def test_train_tokenizer_learns_saves_and_reports(tmp_path: Path) -> None:
     assert set(tok.val_metrics) == {"arm_a", "arm_b", "all"}
     meta = json.loads((out / "config.json").read_text())["meta"]
     assert meta["variant"] == "tok-kl-test" and meta["val"]["all"]["psnr"] == tok.val_metrics["all"]["psnr"]
-    assert (out / "README.md").read_text().startswith("# tok-kl-test")
+    card = (out / "README.md").read_text()  # the one card renderer, fed the keys this writer writes
+    assert "\n# tok-kl-test\n" in card and "not recorded" not in card and "No metrics" not in card
+    assert card_problems(card) == [] and f"datasets:\n- {tmp_path.name}\n" in card
     loaded = load_tokenizer(str(out))
     assert loaded.spec.scale == tok.spec.scale != 1.0
     # continuing from the saved folder keeps the weights as the starting point

@@ -24,16 +24,18 @@ log = logging.getLogger(__name__)
 
 
 def load_world_model(ckpt: str) -> torch.nn.Module:
-    """A world model from a ``save_pretrained`` folder, hub id / ``local-dir:`` / ``hf-hub:`` name, or a Lightning
-    ``.ckpt`` of :class:`hma_zoo.lit.world_model.HMALitModule` (your own file: it is unpickled)."""
-    if ckpt.endswith(".ckpt"):
-        from hma_zoo.lit.world_model import HMALitModule
+    """A world model from a pretrained tag, ``save_pretrained`` folder, hub id / ``local-dir:`` / ``hf-hub:`` name,
+    or a Lightning ``.ckpt`` of :class:`hma_zoo.lit.world_model.HMALitModule`: the one loader of
+    :func:`hma_zoo.lit.world_model.load_world_model`, which reads a ``.ckpt`` weights-only (nothing is unpickled)."""
+    from hma_zoo.lit.world_model import load_world_model as load
 
-        lit = HMALitModule.load_from_checkpoint(ckpt, map_location="cpu")
-        return getattr(lit, "ema", None) or lit.model
-    from hma_zoo.registry import load_pretrained
+    return load(ckpt)
 
-    return load_pretrained(ckpt)
+
+_REMOVED_FLAGS = {
+    "--fid-weights": "FID",
+    "--fvd-weights": "FVD (I3D)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for metrics.json, metrics.md, GIFs (default: print only)")
     p.add_argument("--num-gifs", type=int, default=4)
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet weights file (LPIPS; else skipped)")
-    p.add_argument("--fid-weights", default=None, help="Inception FID weights file (reserved; skipped without)")
-    p.add_argument("--fvd-weights", default=None, help="I3D TorchScript file (reserved; skipped without)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--write-card", metavar="TAG", default=None,
                    help="store the measured rows in the saved model folder's metadata (tag TAG) and render its card "
@@ -74,10 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Run the evaluation and print the Markdown table; returns a process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    for flag, metric in _REMOVED_FLAGS.items():
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            parser.error(f"{flag} is not supported: evaluate does not compute {metric}; it reports own_fvd, a "
+                         "Frechet distance over the tokenizer's encoder features (hma_zoo.eval.features builds "
+                         "the standard networks from weight files in Python: load_fid, load_fvd)")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from hma_zoo.eval.features import load_fid, load_fvd
     from hma_zoo.eval.rollout import evaluate, evaluate_loss
     from hma_zoo.tokenizers import load_tokenizer
 
@@ -89,9 +94,11 @@ def main(argv: list[str]) -> int:
         print(f"hma-zoo evaluate: probe {args.probe!r} does not exist; fit one with "
               f"`hma-zoo probe fit --data {args.data}`")
         return 2
-    from hma_zoo.pretrained import bundled_tokenizer
+    from hma_zoo.pretrained import model_tokenizer, resolve_pretrained
 
-    tok_source = args.tokenizer or bundled_tokenizer(args.ckpt)
+    tok_source = args.tokenizer
+    if tok_source is None and not args.ckpt.endswith(".ckpt"):  # the tokenizer bundled with a saved model
+        tok_source = model_tokenizer(args.ckpt, resolve_pretrained(args.ckpt, kind="hma"))
     if tok_source is None:
         print(f"hma-zoo evaluate: {args.ckpt!r} bundles no tokenizer; pass the one it was trained with "
               "(--tokenizer DIR)")
@@ -108,13 +115,6 @@ def main(argv: list[str]) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "metrics_loss.json").write_text(json.dumps(result, indent=1))
         return 0
-    if args.fid_weights is None:
-        load_fid(None)
-    if args.fvd_weights is None:
-        load_fvd(None)
-    elif args.fid_weights or args.fvd_weights:
-        log.warning("--fid-weights / --fvd-weights are loaded by hma_zoo.eval.features but not yet reported by "
-                    "evaluate(); the own-feature distance is reported")
     result = evaluate(model, tokenizer, args.data, split=args.split, max_windows=args.max_windows,
                       batch_size=args.batch_size, window=args.window, prompt_frames=args.prompt_frames,
                       rollout=args.rollout, horizon_multiple=args.horizon_multiple, steps=args.steps,

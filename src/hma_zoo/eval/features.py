@@ -170,7 +170,7 @@ def load_fid(inception_weights: str | Path | None) -> nn.Module | None:
     """torchmetrics ``FrechetInceptionDistance`` built from a user-supplied Inception weights file (the
     ``pt_inception-2015-12-05`` file of torch-fidelity / pytorch-fid), or ``None`` (logged) without one."""
     if inception_weights is None:
-        _skip("FID", "it needs the Inception-v3 FID weights, which cannot be downloaded here; pass --fid-weights PATH")
+        _skip("FID", "it needs the Inception-v3 FID weights, which cannot be downloaded here; pass their file")
         return None
     if not Path(inception_weights).is_file():
         raise FileNotFoundError(f"FID Inception weights {inception_weights} not found")
@@ -192,8 +192,8 @@ def load_fvd(i3d_torchscript: str | Path | None) -> VideoFeatureFn | None:
     file you trust.
     """
     if i3d_torchscript is None:
-        _skip("FVD (I3D)", "it needs the I3D TorchScript weights, which cannot be downloaded here; pass "
-              "--fvd-weights PATH (i3d_torchscript.pt). The project's own-feature distance is reported instead")
+        _skip("FVD (I3D)", "it needs the I3D TorchScript weights, which cannot be downloaded here; pass their "
+              "file (i3d_torchscript.pt). The project's own-feature distance is reported instead")
         return None
     if not Path(i3d_torchscript).is_file():
         raise FileNotFoundError(f"FVD I3D weights {i3d_torchscript} not found")

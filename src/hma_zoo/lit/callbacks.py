@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,17 @@ class VideoLoggingCallback(Callback):
         self.written.append(path)
 
 
+def trained_on(trainer: L.Trainer) -> dict[str, str]:
+    """``{"data": NAME}`` for the model metadata: the dataset folder name(s) of the trainer's datamodule (joined
+    with ``+``), or ``{}`` when it does not say (a card then reads "not recorded")."""
+    hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
+    roots = hparams.get("data")
+    if not roots:
+        return {}
+    roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
+    return {"data": "+".join(Path(str(r).rstrip("/")).name for r in roots)}
+
+
 class SavePretrainedCallback(Callback):
     """At the end of ``fit``, write the model (EMA weights if kept) with ``save_pretrained`` to ``dirpath``
     (default ``<log_dir>/pretrained``), ready for ``hma_zoo.load_pretrained`` and ``from_pretrained``."""
@@ -211,5 +223,6 @@ class SavePretrainedCallback(Callback):
             return
         target = Path(self.dirpath) if self.dirpath else root / "pretrained"
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.saved_to = pl_module.save_pretrained(target, meta={"final_metrics": metrics}, model=model)
+        self.saved_to = pl_module.save_pretrained(target, meta={"final_metrics": metrics, **trained_on(trainer)},
+                                                  model=model)
         log.info("saved the trained world model to %s", self.saved_to)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -106,15 +107,26 @@ class HMACLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``fit|validate|test|predict`` (``argv`` includes the subcommand)."""
-    HMACLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
-    return 0
+    """Run ``fit|validate|test|predict``; ``argv`` includes the subcommand (default: the process's arguments).
 
+    ``argv`` is the command line of the run, so LightningCLI reads it as ``sys.argv`` (its usage then says
+    ``hma-zoo fit``). Handing it over as ``args=`` instead, while ``sys.argv`` still holds the console script's own
+    arguments, is what made LightningCLI warn "not recommended to provide both args and command line arguments"
+    on every ``hma-zoo fit``.
+    """
+    command_line = list(sys.argv[1:] if argv is None else argv)
+    saved = sys.argv
+    sys.argv = ["hma-zoo", *command_line]
+    try:
+        HMACLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=None,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved
+    return 0

@@ -225,5 +225,7 @@ class TokenizerLitModule(pl.LightningModule):
         self._fit_scale_once()
         if self.hparams.export_dir and self.trainer.is_global_zero:
             metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
-            self.save_pretrained(self.hparams.export_dir, meta={"final_metrics": metrics})
+            from hma_zoo.lit.callbacks import trained_on
+
+            self.save_pretrained(self.hparams.export_dir, meta={"final_metrics": metrics, **trained_on(self.trainer)})
             log.info("saved tokenizer to %s", self.hparams.export_dir)

@@ -643,7 +643,10 @@ class HMALitModule(L.LightningModule):
         from hma_zoo.pretrained import bundle_tokenizer
 
         info = {"variant": self.variant, "tokenizer": self._tokenizer_name,
-                "global_step": int(self.global_step) if self._trainer is not None else 0, **(meta or {})}
+                "global_step": int(self.global_step) if self._trainer is not None else 0}
+        if self.hparams.get("from_pretrained"):  # a fine-tune: its card names the base model
+            info["base_model"] = str(self.hparams["from_pretrained"])
+        info.update(meta or {})
         out = hub.save_pretrained(model if model is not None else self.export_model(), directory, meta=info)
         if self._tokenizer_name and (Path(self._tokenizer_name) / "config.json").is_file():
             bundle_tokenizer(out, self._tokenizer_name)

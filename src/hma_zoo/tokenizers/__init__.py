@@ -85,8 +85,13 @@ def register_tokenizer(name: str, cls_name: str, defaults: dict[str, Any]) -> No
     _REGISTRY[name] = (cls_name, dict(defaults))
 
 
-def list_tokenizers(pattern: str = "*") -> list[str]:
-    """Registered tokenizer names matching the shell-style ``pattern`` (e.g. ``"tok-vq-*"``), sorted."""
+def list_tokenizers(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered tokenizer names matching the shell-style ``pattern`` (e.g. ``"tok-vq-*"``), sorted;
+    ``pretrained=True``: the pretrained tokenizer tags (``tok-vq-f4-4k.simmix``) instead."""
+    if pretrained:
+        from hma_zoo.pretrained import pretrained_cfgs
+
+        return [n for n in pretrained_cfgs("tokenizer") if fnmatch.fnmatch(n, pattern)]
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
@@ -108,32 +113,39 @@ def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> Tokenizer:
-    """A tokenizer by registry name (fresh weights), saved folder / hub id (trained weights) or ``diffusers:PATH``.
+    """A tokenizer by registry name (fresh weights), pretrained tag / saved folder / hub id (trained weights) or
+    ``diffusers:PATH``.
 
     Args:
-        name_or_path: ``"tok-vq-f8-1k"`` (registry: untrained, ``kwargs`` are overrides); shipped weights
-            (``"tok-vq-f4-4k.simmix"``, in ``pretrained/``); a folder written by
-            :func:`hma_zoo.hub.save_pretrained`, ``local-dir:...``, ``hf-hub:org/name`` or ``org/name``
-            (``kwargs`` go to :func:`hma_zoo.hub.load_pretrained`); ``diffusers:PATH_OR_REPO`` (a diffusers
-            ``AutoencoderKL``, ``kwargs`` go to ``DiffusersKLTokenizer.from_pretrained``).
+        name_or_path: ``"tok-vq-f8-1k"`` (registry: untrained, ``kwargs`` are overrides); a pretrained tag
+            (``"tok-vq-f8-1k.simmix"``, see ``list_tokenizers(pretrained=True)``: its folder, else the hub cache,
+            else the hub); a folder written by :func:`hma_zoo.hub.save_pretrained`, ``local-dir:...``,
+            ``hf-hub:org/name`` or ``org/name`` (``kwargs`` go to :func:`hma_zoo.hub.load_pretrained`);
+            ``diffusers:PATH_OR_REPO`` (a diffusers ``AutoencoderKL``, ``kwargs`` go to
+            ``DiffusersKLTokenizer.from_pretrained``).
+
+    Raises:
+        KeyError: neither a registered name nor a tag, folder or hub id (the message lists both kinds of name).
     """
-    from hma_zoo.pretrained import resolve_shipped
+    from hma_zoo.pretrained import NoPretrainedWeightsError, resolve_pretrained
 
     s = str(name_or_path)
     if s in _REGISTRY:
         return create_tokenizer(s, **kwargs)
-    s = resolve_shipped(s)  # a shipped tag such as "tok-vq-f4-4k.simmix"
     if s.startswith("diffusers:"):
         from hma_zoo.tokenizers.diffusers_adapter import DiffusersKLTokenizer
 
         return DiffusersKLTokenizer.from_pretrained(s[len("diffusers:") :], **kwargs)
-    looks_like_source = Path(s).expanduser().exists() or s.startswith(("local-dir:", "hf-hub:")) or s.count("/") == 1
-    if not looks_like_source:
+    try:
+        folder = resolve_pretrained(s, kind="tokenizer")
+    except NoPretrainedWeightsError as err:
+        if "." in s or "/" in s or Path(s).expanduser().exists():
+            raise
         raise KeyError(
-            f"{s!r} is neither a registered tokenizer nor a saved tokenizer folder or hub id; "
-            f"registered tokenizers: {list_tokenizers()}"
-        )
-    module = hub.load_pretrained(s, kind="tokenizer", **kwargs)
+            f"{s!r} is neither a registered tokenizer nor a pretrained tag, saved tokenizer folder or hub id; "
+            f"registered tokenizers: {list_tokenizers()}; pretrained: {list_tokenizers(pretrained=True)}"
+        ) from err
+    module = hub.load_pretrained(folder, kind="tokenizer", **kwargs)
     assert isinstance(module, Tokenizer)
     return module
 

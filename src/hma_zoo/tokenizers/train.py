@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from hma_zoo import hub
 from hma_zoo.eval.metrics import psnr
 from hma_zoo.schedules import warmup_schedule
-from hma_zoo.tokenizers import KLTokenizer, Tokenizer, VQTokenizer, create_tokenizer
+from hma_zoo.tokenizers import KLTokenizer, Tokenizer, create_tokenizer
 from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, ssim
 
 log = logging.getLogger(__name__)
@@ -324,21 +324,9 @@ def train_tokenizer(
                 meta["val"] = tok.val_metrics
             except (KeyError, FileNotFoundError) as err:
                 log.warning("no validation split evaluated: %s", err)
-        hub.save_pretrained(tok, out_dir, meta=meta, card=_card(tok, meta))
+        hub.save_pretrained(tok, out_dir, meta=meta)
+        from hma_zoo.cards import write_card
+
+        write_card(out_dir)  # the one card renderer: front matter, measured metrics
         log.info("saved %s to %s", name, out_dir)
     return tok
-
-
-def _card(tok: Tokenizer, meta: dict[str, Any]) -> str:
-    """A short model card rendered from the spec and the measured figures."""
-    lines = [f"# {meta['variant']}", "", f"Spec: `{tok.spec}`", "", f"Trained on `{meta['data_dir']}`: "
-             f"{meta['train'].get('steps')} steps in {meta['train'].get('seconds', 0):.0f} s (CPU)."]
-    if isinstance(tok, VQTokenizer):
-        lines.append(f"Quantiser: {tok.arch_config()['quantizer']} levels {tok.arch_config()['levels']}.")
-    val = meta.get("val")
-    if val:
-        lines += ["", "| embodiment | PSNR (dB) | SSIM | usage |", "|---|---|---|---|"]
-        for emb, m in val.items():
-            usage = f"{m['usage']:.3f}" if "usage" in m else "-"
-            lines.append(f"| {emb} | {m['psnr']:.2f} | {m['ssim']:.4f} | {usage} |")
-    return "\n".join(lines) + "\n"
