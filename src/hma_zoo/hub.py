@@ -88,14 +88,17 @@ def save_pretrained(
     out.mkdir(parents=True, exist_ok=True)
     _, get_config = _KINDS[kind]
     payload = {"hma_zoo_kind": kind, "format_version": FORMAT_VERSION, "config": get_config(module), "meta": meta or {}}
-    tmp = out / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(out / CONFIG_NAME)
+    payload = json.loads(json.dumps(payload))  # the form it is read back in (lists, not tuples)
     # safetensors refuses shared storage; clone so tied or viewed tensors are stored independently.
     state = {k: v.detach().contiguous().clone().cpu() for k, v in module.state_dict().items()}
     tmpw = out / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmpw), metadata={"hma_zoo_kind": kind})
+    payload["checksums"] = {WEIGHTS_NAME: _sha256(tmpw), "config": _config_checksum(payload)}
+    tmp = out / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    # weights first: a crash between the two renames leaves a config whose checksum refuses the new weights
     tmpw.replace(out / WEIGHTS_NAME)
+    tmp.replace(out / CONFIG_NAME)
     if card is not None:
         (out / CARD_NAME).write_text(card)
     return out
@@ -141,11 +144,36 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cac
     return Path(folder)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _config_checksum(payload: dict[str, Any]) -> str:
+    """CRC32 of what rebuilds the module (``hma_zoo_kind``, ``format_version``, ``config``) as canonical JSON;
+    ``meta`` is left out (cards add measured metrics to it after saving)."""
+    import zlib
+
+    body = {k: payload.get(k) for k in ("hma_zoo_kind", "format_version", "config")}
+    return f"crc32:{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``config.json`` of a saved zoo member (kind, config, meta)."""
-    payload = json.loads((Path(folder) / CONFIG_NAME).read_text())
-    if "hma_zoo_kind" not in payload:
-        raise ValueError(f"{folder}/{CONFIG_NAME} was not written by hma_zoo (no 'hma_zoo_kind' key)")
+    """The parsed ``config.json`` of a saved zoo member (kind, config, meta); a ``ValueError`` naming the file when
+    it is not valid JSON or not written by hma_zoo."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        payload = json.loads(path.read_bytes())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({exc}): the file is damaged; download or save the model "
+                         "again") from None
+    if not isinstance(payload, dict) or "hma_zoo_kind" not in payload:
+        raise ValueError(f"{path} was not written by hma_zoo (no 'hma_zoo_kind' key)")
     return payload
 
 
@@ -180,7 +208,15 @@ def load_pretrained(
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{folder}/{CONFIG_NAME} has format_version {version!r}; this hma_zoo reads up to "
                          f"{FORMAT_VERSION}: upgrade hma_zoo")
+    config_path, weights_path = Path(folder) / CONFIG_NAME, Path(folder) / WEIGHTS_NAME
+    checksums = payload.get("checksums")
+    if checksums is not None and (not isinstance(checksums, dict) or checksums.get("config") !=
+                                  _config_checksum(payload)):
+        raise ValueError(f"{config_path} fails its checksum: the kind, format_version or config were damaged or "
+                         "edited after saving (only 'meta' may change); download or save the model again")
     stored = payload["hma_zoo_kind"]
+    if not isinstance(stored, str):
+        raise ValueError(f"{config_path}: hma_zoo_kind {stored!r} is not a name; the file is damaged")
     if kind is not None and stored != kind and not stored.startswith(kind + "/"):
         raise ValueError(f"{name_or_path} holds a {stored!r}, not a {kind!r}")
     if stored not in _KINDS:
@@ -188,16 +224,32 @@ def load_pretrained(
     if stored not in _KINDS:
         raise ValueError(f"unknown zoo kind {stored!r} in {folder}; known kinds: {sorted(_KINDS)}")
     build, _ = _KINDS[stored]
-    module = build(payload["config"])
+    try:
+        module = build(payload["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{config_path}: its config does not build a {stored!r} ({type(exc).__name__}: {exc}); the "
+                         "file is damaged or from an incompatible hma_zoo") from exc
     module.pretrained_meta = payload.get("meta", {})  # type: ignore[attr-defined]
     if not weights:
         return module.to(map_location)
-    state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(map_location))
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: a damaged file
+        raise ValueError(f"{weights_path} cannot be read ({type(exc).__name__}: {exc}): the file is damaged; "
+                         "download or save the model again") from exc
     bad = nonfinite_tensors(state)
     if bad:
         raise ValueError(f"{folder}/{WEIGHTS_NAME} holds non-finite values (NaN or inf) in {bad[:5]}: the weights "
                          "are broken (a diverged run); re-export them from a healthy checkpoint")
-    missing, unexpected = module.load_state_dict(state, strict=strict)
+    if isinstance(checksums, dict) and WEIGHTS_NAME in checksums and _sha256(weights_path) != checksums[WEIGHTS_NAME]:
+        raise ValueError(f"{weights_path} fails its SHA-256 check against {config_path}: the weights were damaged "
+                         "or replaced after saving; download or save the model again")
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:  # shapes or names that do not fit the config
+        raise ValueError(f"{weights_path} does not fit the architecture of {config_path}: {exc}") from exc
     if missing or unexpected:
         log.warning("loaded %s with missing=%s unexpected=%s", name_or_path, missing, unexpected)
     return module.to(map_location)

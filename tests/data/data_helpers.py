@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from hma_zoo.data.schema import EmbodimentInfo, Episode
@@ -21,3 +23,90 @@ def make_episode(ep_id: str, emb: EmbodimentInfo, num_frames: int, seed: int = 0
     actions = (np.arange(k)[:, None] + 0.5 * np.arange(emb.action_dim)[None]).astype(np.float32)
     return Episode(ep_id, emb.name, actions, frames=frames, proprio=rng.normal(size=(num_frames, 3)).astype(np.float32),
                    reward=rng.normal(size=k).astype(np.float32), success=np.zeros(k, bool), meta={"seed": seed})
+
+
+def lerobot_info(version: str, fps: float = 10, size: int = 16, layout: str | None = None) -> dict:
+    """A LeRobot ``meta/info.json`` (2-D action and state, one camera) of ``version``; ``layout`` ("v2"/"v3",
+    default: the version's own) chooses the path templates."""
+    layout = layout or version[:2]
+    info = {
+        "codebase_version": version, "robot_type": "so100", "fps": fps, "chunks_size": 1000,
+        "features": {
+            "action": {"dtype": "float32", "shape": [2], "names": ["a", "b"]},
+            "observation.state": {"dtype": "float32", "shape": [2]},
+            "observation.images.top": {"dtype": "video", "shape": [size, size, 3]},
+        },
+    }
+    if layout == "v2":
+        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    else:
+        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    return info
+
+
+def lerobot_frames(n: int, shade: int, size: int = 16) -> np.ndarray:
+    """``n`` flat frames of growing brightness (robust to lossy H.264)."""
+    f = np.zeros((n, size, size, 3), np.uint8)
+    f[:] = (np.arange(n) * 20 + shade)[:, None, None, None].clip(0, 255)
+    return f
+
+
+def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: float = 10,
+                 per_file: int | None = None, layout: str | None = None,
+                 frames: dict[int, np.ndarray] | None = None) -> tuple[dict, dict]:
+    """Write a LeRobot dataset (v2.x: one parquet + mp4 per episode; v3.0: ``per_file`` episodes per parquet + mp4,
+    default all) under ``root``; ``layout`` writes the other version's layout under this label. Returns
+    ``(actions, frames)`` by episode index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hma_zoo.data.codec import mp4_bytes
+
+    layout = layout or version[:2]
+    root.joinpath("meta").mkdir(parents=True)
+    root.joinpath("meta", "info.json").write_text(json.dumps(lerobot_info(version, fps, size, layout)))
+    actions = {i: np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 100 * i for i, n in enumerate(lengths)}
+    frames = frames or {i: lerobot_frames(n, 10 + 5 * i, size) for i, n in enumerate(lengths)}
+    cam = "observation.images.top"
+    if layout == "v2":
+        root.joinpath("meta", "episodes.jsonl").write_text(
+            "\n".join(json.dumps({"episode_index": i, "length": n}) for i, n in enumerate(lengths)))
+        for i, n in enumerate(lengths):
+            d = root / "data" / "chunk-000"
+            d.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"action": actions[i].tolist(), "observation.state": actions[i].tolist(),
+                                     "episode_index": [i] * n, "frame_index": list(range(n))}),
+                           d / f"episode_{i:06d}.parquet")
+            v = root / "videos" / "chunk-000" / cam
+            v.mkdir(parents=True, exist_ok=True)
+            (v / f"episode_{i:06d}.mp4").write_bytes(mp4_bytes(frames[i], fps=fps))
+        return actions, frames
+    per_file = per_file or len(lengths)
+    rows: dict[str, list] = {k: [] for k in ("episode_index", "length", "data/chunk_index", "data/file_index",
+                                             f"videos/{cam}/chunk_index", f"videos/{cam}/file_index",
+                                             f"videos/{cam}/from_timestamp", f"videos/{cam}/to_timestamp")}
+    for file_index, first in enumerate(range(0, len(lengths), per_file)):
+        idx = list(range(first, min(first + per_file, len(lengths))))
+        d = root / "data" / "chunk-000"
+        d.mkdir(parents=True, exist_ok=True)
+        all_a = np.concatenate([actions[i] for i in idx])
+        pq.write_table(pa.table({"action": all_a.tolist(), "observation.state": all_a.tolist(),
+                                 "episode_index": [i for i in idx for _ in range(lengths[i])]}),
+                       d / f"file-{file_index:03d}.parquet")
+        v = root / "videos" / cam / "chunk-000"
+        v.mkdir(parents=True, exist_ok=True)
+        (v / f"file-{file_index:03d}.mp4").write_bytes(mp4_bytes(np.concatenate([frames[i] for i in idx]), fps=fps))
+        t = 0.0
+        for i in idx:
+            for k, val in (("episode_index", i), ("length", lengths[i]), ("data/chunk_index", 0),
+                           ("data/file_index", file_index), (f"videos/{cam}/chunk_index", 0),
+                           (f"videos/{cam}/file_index", file_index), (f"videos/{cam}/from_timestamp", t),
+                           (f"videos/{cam}/to_timestamp", t + lengths[i] / fps)):
+                rows[k].append(val)
+            t += lengths[i] / fps
+    e = root / "meta" / "episodes" / "chunk-000"
+    e.mkdir(parents=True)
+    pq.write_table(pa.table(rows), e / "file-000.parquet")
+    return actions, frames

@@ -62,3 +62,15 @@ def test_subset_shares_the_shards_of_some_embodiments(tmp_path, capsys):
     assert [e.name for e in dm.embodiments] == ["cart"]
     with pytest.raises(KeyError, match="no embodiment"):
         main(["subset", "--data", str(root), "--embodiments", "hand", "--out", str(tmp_path / "x")])
+
+
+def test_stats_table_prints_significant_digits_for_small_actions():
+    """Actions in metres (std ~1e-3) used to print as +0.00/0.00."""
+    from hma_zoo.data.commands import _stats_table
+
+    emb = {"action_dim": 3, "stride": 1, "control_hz": 10.0, "frame_hz": 10.0,
+           "counts": {"train": {"episodes": 2, "frames": 10}, "val": {"episodes": 0, "frames": 0}},
+           "action_stats": {"mean": [0.001234, -0.0000456, 512.0], "std": [0.000789, 0.0123, 3.0]}}
+    table = _stats_table({"embodiments": {"arm": emb}})
+    assert "+0.00123/0.000789" in table and "-4.56e-05/0.0123" in table and "+512/3" in table
+    assert "0.00/0.00" not in table

@@ -1,9 +1,8 @@
-import json
 
 import numpy as np
 import pytest
 
-from hma_zoo.data.codec import mp4_bytes
+from hma_zoo.data.schema import ImporterError
 from hma_zoo.data.shards import iter_episodes, join, load_manifest
 from hma_zoo.data.sources.files import import_folder
 
@@ -60,75 +59,21 @@ def test_import_missing_key_is_clear(tmp_path):
     (tmp_path / "src").mkdir()
     f0, a0 = _raw(4)
     np.savez(tmp_path / "src" / "e.npz", frames=f0, actions=a0)
-    with pytest.raises(KeyError, match="--actions-key"):
+    with pytest.raises(ImporterError, match="--actions-key"):  # a ValueError naming the file and the option
         import_folder(tmp_path / "src", tmp_path / "out", embodiment="x", control_hz=5, actions_key="act",
                       image_size=(16, 16))
 
 
-def _lerobot_common(root, version, fps=10):
-    info = {
-        "codebase_version": version, "robot_type": "so100", "fps": fps, "chunks_size": 1000,
-        "features": {
-            "action": {"dtype": "float32", "shape": [2], "names": ["a", "b"]},
-            "observation.state": {"dtype": "float32", "shape": [2]},
-            "observation.images.top": {"dtype": "video", "shape": [16, 16, 3]},
-        },
-    }
-    if version.startswith("v2"):
-        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-    else:
-        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-    (root / "meta").mkdir(parents=True)
-    (root / "meta" / "info.json").write_text(json.dumps(info))
-
-
-def _frames(n, shade):
-    f = np.zeros((n, 16, 16, 3), np.uint8)
-    f[:] = (np.arange(n) * 20 + shade)[:, None, None, None].clip(0, 255)
-    return f
-
-
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_import_lerobot(tmp_path, version):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("pyarrow")
+    from data_helpers import make_lerobot
+
     from hma_zoo.data.sources.lerobot import import_lerobot
 
     root = tmp_path / "ds"
-    _lerobot_common(root, version)
     lengths = [6, 8]
-    actions = {i: np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 100 * i for i, n in enumerate(lengths)}
-    frames = {i: _frames(n, 10 + 5 * i) for i, n in enumerate(lengths)}
-    if version.startswith("v2"):
-        (root / "meta" / "episodes.jsonl").write_text(
-            "\n".join(json.dumps({"episode_index": i, "length": n}) for i, n in enumerate(lengths)))
-        for i, n in enumerate(lengths):
-            d = root / "data" / "chunk-000"
-            d.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"action": actions[i].tolist(), "observation.state": actions[i].tolist(),
-                                     "episode_index": [i] * n, "frame_index": list(range(n))}),
-                           d / f"episode_{i:06d}.parquet")
-            v = root / "videos" / "chunk-000" / "observation.images.top"
-            v.mkdir(parents=True, exist_ok=True)
-            (v / f"episode_{i:06d}.mp4").write_bytes(mp4_bytes(frames[i], fps=10))
-    else:
-        d = root / "data" / "chunk-000"
-        d.mkdir(parents=True)
-        all_a = np.concatenate([actions[0], actions[1]])
-        pq.write_table(pa.table({"action": all_a.tolist(), "observation.state": all_a.tolist(),
-                                 "episode_index": [0] * 6 + [1] * 8}), d / "file-000.parquet")
-        v = root / "videos" / "observation.images.top" / "chunk-000"
-        v.mkdir(parents=True)
-        (v / "file-000.mp4").write_bytes(mp4_bytes(np.concatenate([frames[0], frames[1]]), fps=10))
-        e = root / "meta" / "episodes" / "chunk-000"
-        e.mkdir(parents=True)
-        key = "videos/observation.images.top"
-        pq.write_table(pa.table({"episode_index": [0, 1], "length": lengths, "data/chunk_index": [0, 0],
-                                 "data/file_index": [0, 0], f"{key}/chunk_index": [0, 0], f"{key}/file_index": [0, 0],
-                                 f"{key}/from_timestamp": [0.0, 0.6], f"{key}/to_timestamp": [0.6, 1.4]}),
-                       e / "file-000.parquet")
+    actions, frames = make_lerobot(root, version, lengths)
     import_lerobot(root, tmp_path / "out", image_size=(16, 16), val_fraction=0)
     m, eps = _episodes(tmp_path / "out")
     assert m["embodiments"]["so100"]["action_names"] == ["a", "b"]

@@ -49,7 +49,8 @@ def _header_offset(path, prefix):
 
 
 def _rewrite(path, key, arrays=None, record=None):
-    """Replace members of sample ``key`` and fix their CRCs in its record (a buggy writer: the CRCs pass)."""
+    """Replace members of sample ``key`` and fix their CRCs in its record and the record's CRC (a buggy writer: the
+    CRCs pass)."""
     with tarfile.open(path) as tar:
         items = [(ti, tar.extractfile(ti).read()) for ti in tar]
     data = {ti.name: d for ti, d in items}
@@ -59,6 +60,7 @@ def _rewrite(path, key, arrays=None, record=None):
         rec["members"][suffix] = zlib.crc32(data[f"{key}.{suffix}"])
     rec.update(record or {})
     data[f"{key}.json"] = json.dumps(rec).encode()
+    data[f"{key}.json.crc"] = str(zlib.crc32(data[f"{key}.json"])).encode()
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for ti, _ in items:
             ti.size = len(data[ti.name])

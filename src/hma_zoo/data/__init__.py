@@ -13,6 +13,7 @@ _LAZY: dict[str, str] = {
     "Episode": "hma_zoo.data.schema",
     "EmbodimentInfo": "hma_zoo.data.schema",
     "EpisodeError": "hma_zoo.data.schema",
+    "ImporterError": "hma_zoo.data.schema",
     "validate_episode": "hma_zoo.data.schema",
     "split_for_index": "hma_zoo.data.schema",
     "DatasetWriter": "hma_zoo.data.shards",

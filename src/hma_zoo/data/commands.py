@@ -22,6 +22,16 @@ import sys
 log = logging.getLogger(__name__)
 
 
+def _number(text: str) -> float:
+    """A float or a fraction such as ``1/257`` (for ``--frame-scale``)."""
+    from fractions import Fraction
+
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 255, 0.5 or 1/257)") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hma-zoo data", description="Build, import, tokenize and inspect datasets.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -41,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--val-fraction", type=float, default=None,
                    help="share of episodes in the val split (default: the mixture's own, else 0.1)")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset (or the output of an interrupted build) in --out: deletes manifest.json, "
+                        "train/, val/ and .build/ there, nothing else")
+    b.add_argument("--resume", action="store_true",
+                   help="finish an interrupted build into --out with the same options: only missing chunks are built")
     b.add_argument("--list", action="store_true", help="list the named mixtures and exit")
 
     v = sub.add_parser("validate", help="read every episode of a dataset and check it against the manifest")
@@ -65,15 +79,28 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True)
     f.add_argument("--embodiment", required=True)
     f.add_argument("--control-hz", type=float, required=True)
-    f.add_argument("--stride", type=int, default=1, help="control steps per stored frame in the source files")
+    f.add_argument("--stride", type=int, default=1,
+                   help="keep every N-th frame of the files, which hold one frame per control step (unless "
+                        "--source-stride says otherwise); all actions are kept, the stored stride is "
+                        "source-stride x stride")
+    f.add_argument("--source-stride", type=int, default=1,
+                   help="control steps per frame in the files (default 1): T frames then take (T-1)*N or T*N "
+                        "actions, one per control step; other counts are refused")
     f.add_argument("--frames-key", default="frames")
     f.add_argument("--actions-key", default="actions")
     f.add_argument("--proprio-key", "--state-key", dest="proprio_key", default=None,
                    help="key of the per-frame state (stored as proprio; the state probe regresses it)")
-    f.add_argument("--reward-key", default=None)
+    f.add_argument("--reward-key", default=None, help="key of the per-action reward")
+    f.add_argument("--success-key", default=None, help="key of the per-action success flag (0/1 or bool)")
+    f.add_argument("--last-frame-key", default=None,
+                   help="key of a final observation stored apart from the frames (T+1 frames for T actions); it "
+                        "is appended to the frames")
+    f.add_argument("--frame-scale", type=_number, default=None,
+                   help="multiply non-uint8 frames by this before rounding to uint8, e.g. 255 for floats in [0, 1] "
+                        "or 1/257 for uint16 (without it such frames are refused)")
     f.add_argument("--image-size", type=int, default=64)
     f.add_argument("--robomimic", action="store_true", help="one HDF5 with data/demo_*/ groups (robomimic)")
-    f.add_argument("--val-fraction", type=float, default=0.1)
+    f.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes in the val split, in [0, 1)")
     f.add_argument("--overwrite", action="store_true")
 
     sb = sub.add_parser("subset", help="a dataset of some embodiments of another, sharing its shards (no copy)")
@@ -101,7 +128,7 @@ def subset_dataset(data: str, embodiments: list[str], out: str) -> dict:
     import os
     from pathlib import Path
 
-    from hma_zoo.data.shards import MANIFEST, is_url, load_manifest
+    from hma_zoo.data.shards import MANIFEST, is_url, load_manifest, save_manifest
 
     if is_url(data):
         raise ValueError(f"subset works on local datasets; {data!r} is a URL")
@@ -119,8 +146,7 @@ def subset_dataset(data: str, embodiments: list[str], out: str) -> dict:
     new["embodiments"] = {k: v for k, v in manifest["embodiments"].items() if k in keep}
     new["shards"] = [dict(s, path=f"{rel}/{s['path']}") for s in manifest["shards"] if s["embodiment"] in keep]
     new["subset_of"] = {"data": str(data), "embodiments": sorted(keep)}
-    (dst / MANIFEST).write_text(json.dumps(new, indent=1))
-    return new
+    return save_manifest(dst, new)
 
 
 def _stats_table(manifest: dict) -> str:
@@ -130,7 +156,7 @@ def _stats_table(manifest: dict) -> str:
     for name, e in manifest["embodiments"].items():
         c = e["counts"]
         st = e["action_stats"]
-        ms = " ".join(f"{m:+.2f}/{s:.2f}" for m, s in zip(st["mean"][:3], st["std"][:3]))
+        ms = " ".join(f"{m:+.3g}/{s:.3g}" for m, s in zip(st["mean"][:3], st["std"][:3]))  # 3 significant digits
         lines.append(f"{name:<20} {e['action_dim']:>2} {e['stride']:>6} {e['control_hz']:>8.1f} {e['frame_hz']:>8.1f} "
                      f"{c['train']['episodes']:>8} {c['val']['episodes']:>6} "
                      f"{c['train']['frames'] + c['val']['frames']:>8}  {ms}")
@@ -172,9 +198,30 @@ def validate_dataset(data: str, skip_damaged: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``hma-zoo data``; returns a process exit code."""
+    """Entry point of ``hma-zoo data``; returns a process exit code.
+
+    Input the command refuses (an importer's :class:`~hma_zoo.data.schema.ImporterError`, an invalid episode, an
+    existing or missing folder, an unknown key) prints one line naming the file and the fix and returns 2.
+    """
+    from hma_zoo.data.build import BuildInterruptedError
+    from hma_zoo.data.schema import EpisodeError, ImporterError
+
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except BuildInterruptedError as exc:
+        print(f"hma-zoo data build: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except (ImporterError, EpisodeError, FileExistsError, FileNotFoundError, KeyError) as exc:
+        if args.cmd not in ("build", "import-files", "import-lerobot"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"hma-zoo data {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "build":
         from hma_zoo.data.build import build_dataset, list_mixtures, mixture_specs, mixture_val_fraction
         from hma_zoo.data.sources.base import SourceSpec
@@ -200,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             val_fraction = 0.1
         manifest = build_dataset(specs, args.out, workers=args.workers, image_size=(args.image_size,) * 2,
                                  encoding=args.encoding, seed=args.seed, val_fraction=val_fraction,
-                                 overwrite=args.overwrite, name=name)
+                                 overwrite=args.overwrite, name=name, resume=args.resume)
         print(_stats_table(manifest))
         return 0
     if args.cmd == "validate":
@@ -248,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                                  stride=args.stride, frames_key=args.frames_key, actions_key=args.actions_key,
                                  proprio_key=args.proprio_key, reward_key=args.reward_key,
                                  image_size=(args.image_size,) * 2, robomimic=args.robomimic,
-                                 val_fraction=args.val_fraction, overwrite=args.overwrite)
+                                 val_fraction=args.val_fraction, overwrite=args.overwrite,
+                                 source_stride=args.source_stride, success_key=args.success_key,
+                                 last_frame_key=args.last_frame_key, frame_scale=args.frame_scale)
         print(_stats_table(manifest))
         return 0
     if args.cmd == "import-lerobot":

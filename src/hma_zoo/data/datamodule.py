@@ -26,9 +26,9 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hma_zoo.configs import EmbodimentSpec
-from hma_zoo.data.loader import Component, WindowDataset, build_components, collate_windows
+from hma_zoo.data.loader import STATS_KEY, Component, WindowDataset, build_components, collate_windows
 from hma_zoo.data.schema import ActionStats
-from hma_zoo.data.shards import load_manifest
+from hma_zoo.data.shards import ReadStats, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,33 @@ def _env_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class _PassNumberingLoader(DataLoader):
+class _ReportingLoader(DataLoader):
+    """A DataLoader of a :class:`WindowDataset` that takes the read counts DataLoader workers attach to their
+    batches off them, sums them in the main process (``dataset.read_stats``) and calls ``on_read_stats(dataset)``
+    whenever the damaged total grows."""
+
+    on_read_stats: Any = None
+    _passes = 0
+
+    def __iter__(self):  # type: ignore[override]
+        type(self)._passes += 1
+        return self._report(super().__iter__(), type(self)._passes)
+
+    def _report(self, batches: Any, pass_id: int) -> Any:
+        ds = self.dataset
+        seen = ds.read_stats.damaged
+        for batch in batches:
+            if isinstance(batch, dict) and STATS_KEY in batch:
+                consumer, stats = batch.pop(STATS_KEY)
+                ds.note_reported((pass_id, consumer), stats)
+            damaged = ds.read_stats.damaged
+            if damaged != seen and self.on_read_stats is not None:
+                self.on_read_stats(ds)
+            seen = damaged
+            yield batch
+
+
+class _PassNumberingLoader(_ReportingLoader):
     """The train DataLoader: numbers its passes on the dataset (each pass's randomness follows from its number, not
     from a fresh seed) and hands a pending resume skip to the pass that starts next, once."""
 
@@ -211,12 +237,30 @@ class HMADataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and any(c.size for c in self._components["val"]):
             self.datasets["val"] = self.make_dataset("val")
 
-    def _loader(self, ds: WindowDataset, cls: type[DataLoader] = DataLoader) -> DataLoader:
+    def _loader(self, ds: WindowDataset, cls: type[_ReportingLoader] = _ReportingLoader) -> DataLoader:
         hp = self.hparams
         ds.set_loader_geometry(hp.batch_size, hp.num_workers)
-        return cls(ds, batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_windows,
-                   pin_memory=hp.pin_memory, persistent_workers=False,
-                   prefetch_factor=4 if hp.num_workers > 0 else None)
+        ds.report_stats = True
+        loader = cls(ds, batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_windows,
+                     pin_memory=hp.pin_memory, persistent_workers=False,
+                     prefetch_factor=4 if hp.num_workers > 0 else None)
+        split = "train" if ds is self.datasets.get("train") else "val"
+        loader.on_read_stats = lambda d: self._log_read_stats(split, d.read_stats)
+        return loader
+
+    def _log_read_stats(self, split: str, stats: ReadStats) -> None:
+        """Log the skipped totals of ``split`` (summed over DataLoader workers) in the main process, and as metrics
+        ``data/<split>_skipped_episodes``, ``..._missing_episodes``, ``..._skipped_shards`` when a trainer with a
+        logger is attached."""
+        log.warning("data (%s, all DataLoader workers): %d episodes read, %d damaged episodes skipped, %d missing "
+                    "from their shards, %d damaged shards skipped so far; first: %s", split, stats.episodes,
+                    stats.skipped_episodes, stats.missing_episodes, stats.skipped_shards, stats.messages[:1])
+        trainer = getattr(self, "trainer", None)
+        logger = getattr(trainer, "logger", None) if trainer is not None else None
+        if logger is not None:
+            logger.log_metrics({f"data/{split}_skipped_episodes": stats.skipped_episodes,
+                                f"data/{split}_missing_episodes": stats.missing_episodes,
+                                f"data/{split}_skipped_shards": stats.skipped_shards}, step=trainer.global_step)
 
     def train_dataloader(self) -> DataLoader:
         if "train" not in self.datasets:

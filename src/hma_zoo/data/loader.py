@@ -30,6 +30,8 @@ from hma_zoo.data.mixture import mixture_weights
 from hma_zoo.data.shards import DataError, ReadStats, ShardExpectation, iter_episodes, join
 from hma_zoo.data.windows import WindowSpec, extract_window, num_windows, window_starts
 
+STATS_KEY = "_read_stats"  # a DataLoader worker's running ReadStats, carried by its samples to the main process
+
 
 @dataclass
 class Component:
@@ -121,13 +123,36 @@ class WindowDataset(IterableDataset):
         self.epoch_windows = epoch_windows or self.total
         self.shuffle, self.buffer_episodes, self.seed, self.on_error = shuffle, buffer_episodes, seed, on_error
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.read_stats = ReadStats()
+        self._direct = ReadStats()  # what this process read (in a DataLoader worker: that worker)
+        self._reported: dict[tuple[int, int], ReadStats] = {}  # (pass, consumer) -> a worker's counts, main side
+        self.report_stats = False  # set by HMADataModule: workers attach their counts to the samples
         self._iterations = 0
         # Set by the DataModule's loader (exact resume): the pass number, which fixes the pass's randomness, and
         # the batches of this pass already consumed before a restart, skipped without decoding their windows.
         self.epoch: int | None = None
         self.skip_batches = 0
         self._geometry: tuple[int, int] | None = None
+
+    @property
+    def read_stats(self) -> ReadStats:
+        """What was skipped: this process's own counts plus, in the main process, the latest counts every
+        DataLoader worker reported (see :meth:`note_reported`), summed."""
+        if not self._reported:
+            return self._direct
+        return ReadStats.total([self._direct, *self._reported.values()])
+
+    def note_reported(self, key: tuple[int, int], stats: ReadStats) -> None:
+        """Record a worker's running counts (``key``: pass number and consumer) in the main process."""
+        self._reported[key] = stats
+
+    def _with_stats(self, samples: Iterator[dict[str, Any]], consumer: int) -> Iterator[dict[str, Any]]:
+        """In a DataLoader worker: attach the worker's running counts to every sample (:data:`STATS_KEY`;
+        :func:`collate_windows` moves them to the batch, the DataModule's loaders take them off)."""
+        self._direct = ReadStats()  # this worker's own counts (the copy from the main process may hold others)
+        for sample in samples:
+            if sample is not None:
+                sample[STATS_KEY] = (consumer, replace(self._direct, messages=list(self._direct.messages)))
+            yield sample
 
     def set_loader_geometry(self, batch_size: int, num_workers: int) -> None:
         """Tell the dataset how the DataLoader batches it, so that ``len()`` gives exact batch counts."""
@@ -164,7 +189,7 @@ class WindowDataset(IterableDataset):
                 url, listed = comp.shards[i]
                 expect = replace(comp.expect or ShardExpectation(embodiment=comp.name, action_dim=comp.spec.action_dim,
                                                                  stride=comp.spec.stored_stride), episodes=dict(listed))
-                for ep in iter_episodes(url, self.on_error, self.read_stats, keep=part[i], expect=expect):
+                for ep in iter_episodes(url, self.on_error, self._direct, keep=part[i], expect=expect):
                     visual = ep.frames if ep.frames is not None else ep.tokens
                     offset = int(rng.integers(0, comp.spec.step)) if infinite else 0
                     starts = window_starts(visual.shape[0], comp.spec, offset)
@@ -284,13 +309,18 @@ class WindowDataset(IterableDataset):
             # DataLoader workers deliver batches round-robin: worker w made batches w, w + W, w + 2W, ...
             batch = self._geometry[0] if self._geometry is not None else 1
             skip = max(0, -(-(self.skip_batches - worker) // n_workers)) * batch
-        return self.iter_consumer(self.rank * n_workers + worker, self.world_size * n_workers, extra, skip)
+        consumer = self.rank * n_workers + worker
+        samples = self.iter_consumer(consumer, self.world_size * n_workers, extra, skip)
+        return self._with_stats(samples, consumer) if info is not None and self.report_stats else samples
 
 
 def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack window samples into the batch contract (strings become lists)."""
+    """Stack window samples into the batch contract (strings become lists). A worker's read counts attached to the
+    samples (:data:`STATS_KEY`) travel as ``batch[STATS_KEY] = (consumer, ReadStats)``; the DataModule's loaders
+    take them off before the batch is used."""
     samples = [s for s in samples if s is not None]
-    out: dict[str, Any] = {}
+    reported = [s.pop(STATS_KEY) for s in samples if STATS_KEY in s]
+    out: dict[str, Any] = {STATS_KEY: reported[-1]} if reported else {}
     for key in samples[0]:
         if key == "state":
             continue
@@ -338,6 +368,8 @@ def build_components(manifests: list[dict[str, Any]], split: str, window: int, f
                 raise ValueError(f"embodiment {name!r} has different action_dim/stride in two datasets: "
                                  f"{comps[name].spec} vs {spec}; rename one of them")
             comp = comps.setdefault(name, Component(name, spec, expect=ShardExpectation.for_embodiment(m, name)))
+            if comp.expect is not None and comp.expect.record_checksums and not m.get("record_checksums"):
+                comp.expect = replace(comp.expect, record_checksums=False)  # a dataset written before them
             for shard in m["shards"]:
                 if shard["embodiment"] == name and shard["split"] == split:
                     comp.shards.append((join(m["root"], shard["path"]), [(x[0], x[1]) for x in shard["episodes"]]))

@@ -19,6 +19,7 @@ field.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +35,11 @@ class EpisodeError(ValueError):
         self.episode_id = episode_id
         self.field_name = field_name
         super().__init__(f"episode {episode_id!r}, field {field_name!r}: {problem}")
+
+
+class ImporterError(ValueError):
+    """An importer refuses its input: a layout or version it cannot read correctly, counts that do not fit, values
+    it would have to change silently. The message names the file, the problem and the fix; nothing is written."""
 
 
 @dataclass(frozen=True)
@@ -258,9 +264,28 @@ def split_for_index(index: int, val_fraction: float) -> str:
     Every ``round(1 / val_fraction)``-th episode (indices ``period-1, 2*period-1, ...``) goes to ``"val"``, so an
     embodiment with at least ``period`` episodes always has validation data. ``val_fraction=0`` keeps all in train.
     """
+    check_val_fraction(val_fraction)
     if val_fraction <= 0:
         return "train"
     period = max(2, round(1.0 / val_fraction))
     return "val" if index % period == period - 1 else "train"
 
 
+def check_val_fraction(val_fraction: float, option: str = "--val-fraction") -> float:
+    """``val_fraction`` as a float in ``[0, 1)``, else an :class:`ImporterError` naming ``option``."""
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise ImporterError(f"{option} {val_fraction!r} is outside [0, 1): it is the share of episodes put in the val "
+                            "split, e.g. 0.1 (0 keeps every episode in train)")
+    return value
+
+
+def check_positive_int(value: int, option: str, meaning: str = "") -> int:
+    """``value`` as an int >= 1, else an :class:`ImporterError` naming ``option`` (and what it means)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ImporterError(f"{option} must be a whole number >= 1, got {value!r}" + (f" ({meaning})" if meaning
+                                                                                      else ""))
+    return int(value)

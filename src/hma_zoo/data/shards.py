@@ -8,7 +8,9 @@ Layout of a dataset folder (see docs/data_format.md)::
 
 A sample (tar members sharing the key ``<episode_id>``): ``.json`` (record), ``.frames.npy`` or ``.frames.mp4``
 (or ``.tokens.npy`` in token shards), ``.actions.npy`` and optionally ``.proprio.npy``, ``.reward.npy``,
-``.success.npy``. The JSON record stores a CRC32 of every member, so a damaged member is detected on read.
+``.success.npy``, then ``.json.crc``. The JSON record stores a CRC32 of every member and ``.json.crc`` the CRC32 of
+the record, so a damaged member or record is detected on read (datasets written before ``.json.crc`` existed have
+no ``record_checksums`` in their manifest and are read with their records unchecked).
 
 Reading a damaged shard or member either raises :class:`ShardError` (``on_error="raise"``, the default) or skips
 the episode (or the rest of an unreadable shard), logs a warning and counts it in :class:`ReadStats`
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ARRAY_FIELDS = ("actions", "proprio", "reward", "success")
+RECORD_CRC = "json.crc"  # member holding the CRC32 of the .json record, as decimal ASCII
 OnError = Literal["raise", "skip"]
 
 
@@ -159,6 +162,20 @@ class DatasetWriter:
         for key in list(self._open):
             self._finish_shard(key)
 
+    def abort(self) -> None:
+        """Delete every shard this writer wrote (finished or ``*.tar.tmp``), so a failed import leaves nothing."""
+        for tar, path, _ in self._open.values():
+            tar.close()
+            path.with_suffix(".tar.tmp").unlink(missing_ok=True)
+        self._open.clear()
+        for record in self._shards:
+            (self.out_dir / record["path"]).unlink(missing_ok=True)
+        self._shards.clear()
+        for split in ("train", "val"):
+            folder = self.out_dir / split
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     def add(self, ep: Episode, split: str = "train") -> dict[str, Any]:
         """Validate and write one episode to ``split`` (``"train"`` or ``"val"``); returns its JSON record."""
         if split not in ("train", "val"):
@@ -197,7 +214,9 @@ class DatasetWriter:
         tar, shard = self._shard_for(split, ep.embodiment)
         for name, data in members.items():
             _add_member(tar, f"{ep.episode_id}.{name}", data)
-        _add_member(tar, f"{ep.episode_id}.json", json.dumps(record).encode())
+        record_bytes = json.dumps(record).encode()
+        _add_member(tar, f"{ep.episode_id}.json", record_bytes)
+        _add_member(tar, f"{ep.episode_id}.{RECORD_CRC}", str(zlib.crc32(record_bytes)).encode())
         shard["episodes"].append([ep.episode_id, ep.num_frames, int(ep.actions.shape[0])])
         self._stats[ep.embodiment]["all"].update(ep.actions)
         if split == "train":
@@ -211,7 +230,7 @@ class DatasetWriter:
             "kind": self.kind, "image_size": list(self.image_size), "encoding": self.encoding,
             "token_info": self.token_info, "embodiments": {n: e.to_dict() for n, e in self.embodiments.items()},
             "stats": {n: {k: s.to_dict() for k, s in d.items()} for n, d in self._stats.items()},
-            "shards": self._shards,
+            "shards": self._shards, "record_checksums": True,
         }
 
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -261,14 +280,36 @@ def write_manifest(out_dir: str | os.PathLike, partials: Sequence[dict[str, Any]
                          "stats_split": "train" if stats[name]["train"].count else "all"}
     manifest = {
         "format_version": FORMAT_VERSION, "kind": first["kind"], "image_size": first["image_size"],
-        "encoding": first["encoding"], "token_info": first["token_info"], "embodiments": emb_out,
+        "encoding": first["encoding"], "token_info": first["token_info"],
+        "record_checksums": all(p.get("record_checksums", False) for p in partials), "embodiments": emb_out,
         "shards": shards, **(extra or {}),
     }
+    return save_manifest(out_dir, manifest)
+
+
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """``"crc32:XXXXXXXX"`` of the manifest's canonical JSON (sorted keys, no spaces) without ``checksum`` and
+    ``root``; stored as the manifest's ``checksum``."""
+    body = {k: v for k, v in manifest.items() if k not in ("checksum", "root")}
+    return f"crc32:{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
+
+
+def save_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``out_dir/manifest.json`` atomically with its ``checksum`` (and ``record_checksums`` as given);
+    returns the manifest written (without ``root``)."""
+    manifest = {k: v for k, v in manifest.items() if k not in ("checksum", "root")}
+    manifest["checksum"] = manifest_checksum(manifest)
     path = Path(out_dir) / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, path)
     return manifest
+
+
+def resave_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """Re-save a local ``manifest.json`` edited by hand, so that its ``checksum`` matches its new contents."""
+    path = Path(root) / MANIFEST
+    return save_manifest(root, json.loads(path.read_text()))
 
 
 def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
@@ -282,9 +323,23 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no {MANIFEST} in {root!r}: is this a dataset folder? Build one with `hma-zoo data build` or an importer"
         ) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{url}: not valid JSON ({exc}); the manifest is damaged: restore it or rebuild the "
+                         "dataset") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{url}: a manifest is a JSON object, this is a {type(manifest).__name__}; restore it or "
+                         "rebuild the dataset")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{url}: format_version {manifest.get('format_version')} is not supported "
+        raise ValueError(f"{url}: format_version {manifest.get('format_version')!r} is not supported "
                          f"(this hma_zoo reads {FORMAT_VERSION})")
+    checked = "checksum" in manifest or manifest.get("record_checksums")  # written with one: it must agree
+    if checked and manifest.get("checksum") != manifest_checksum(manifest):
+        problem = "has no checksum, though it was written with one" if "checksum" not in manifest else \
+            "fails its checksum"
+        raise ValueError(
+            f"{url} {problem}: it was damaged or edited after it was written. Restore it; if you edited it on "
+            f"purpose, re-save it with `python -c \"from hma_zoo.data.shards import resave_manifest; "
+            f"resave_manifest('{root}')\"`")
     manifest["root"] = root
     return manifest
 
@@ -309,6 +364,18 @@ class ReadStats:
     def damaged(self) -> int:
         """Everything skipped or missing: ``skipped_episodes + missing_episodes + skipped_shards``."""
         return self.skipped_episodes + self.missing_episodes + self.skipped_shards
+
+    @classmethod
+    def total(cls, parts: Sequence[ReadStats]) -> ReadStats:
+        """The sum of several readers' counts (e.g. every DataLoader worker's), with their first messages."""
+        out = cls()
+        for p in parts:
+            out.episodes += p.episodes
+            out.skipped_episodes += p.skipped_episodes
+            out.skipped_shards += p.skipped_shards
+            out.missing_episodes += p.missing_episodes
+            out.messages += p.messages[: max(0, 20 - len(out.messages))]
+        return out
 
     def note(self, msg: str, shard: bool = False, missing: int = 0) -> None:
         """Count one skipped episode (or a skipped shard, or ``missing`` episodes absent from a shard) and log it."""
@@ -374,6 +441,8 @@ class ShardExpectation:
         kind: ``"episodes"`` (frames) or ``"tokens"``.
         token_shape: per-frame shape of token arrays.
         token_dtype: dtype of token arrays (e.g. ``"uint16"``, ``"float16"``).
+        record_checksums: every sample must have a ``.json.crc`` member (the manifest's ``record_checksums``; a
+            present one is always verified, an absent one is an error only when this is true).
     """
 
     episodes: Mapping[str, int] | None = None
@@ -384,6 +453,7 @@ class ShardExpectation:
     kind: str | None = None
     token_shape: tuple[int, ...] | None = None
     token_dtype: str | None = None
+    record_checksums: bool = False
 
     @classmethod
     def for_embodiment(cls, manifest: dict[str, Any], name: str) -> ShardExpectation:
@@ -399,7 +469,7 @@ class ShardExpectation:
             embodiment=name, action_dim=int(emb["action_dim"]), stride=int(emb["stride"]) if "stride" in emb else None,
             image_size=(int(image_size[0]), int(image_size[1])) if kind == "episodes" and image_size else None,
             kind=kind, token_shape=tuple(int(s) for s in token_info["shape"]) if token_info.get("shape") else None,
-            token_dtype=token_info.get("dtype"),
+            token_dtype=token_info.get("dtype"), record_checksums=bool(manifest.get("record_checksums", False)),
         )
 
     @classmethod
@@ -445,6 +515,16 @@ def decode_sample(key: str, members: dict[str, bytes], url: str = "?",
     where = f"shard {url}, episode {key!r}"
     if "json" not in members:
         raise ShardError(f"{where}: the .json record is missing")
+    if RECORD_CRC in members:
+        try:
+            want = int(members[RECORD_CRC].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise ShardError(f"{where}: member {RECORD_CRC!r} (the record's CRC32) is damaged") from None
+        if zlib.crc32(members["json"]) != want:
+            raise ShardError(f"{where}: the .json record fails its CRC32 check (damaged)")
+    elif expect is not None and expect.record_checksums:
+        raise _data_error(url, f"has no {RECORD_CRC!r} member, though the manifest says every record has one "
+                          "(record_checksums)", key, RECORD_CRC)
     try:
         rec = json.loads(members["json"])
     except ValueError as exc:
