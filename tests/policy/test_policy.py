@@ -300,8 +300,15 @@ def test_policy_eval_end_to_end_report(tmp_path: Path, reach_env) -> None:
 
     policies = [make_policy("scripted", "reach"), make_policy("scripted:noise=1", "reach"),
                 make_policy("random", "reach")]
+    class NeverJudge:
+        def judge(self, frames, goal, state=None):
+            return False, 0.0
+
     summary = policy_eval("reach", _sim(), policies, BrightnessJudge(), probe=FakeProbe(), episodes=2, horizon=4,
-                          out_dir=tmp_path / "pe", gifs=1, progress=False)
+                          out_dir=tmp_path / "pe", gifs=1, progress=False, other_judges={"never": NeverJudge()})
+    never = summary["other_judges"]["never"]
+    assert all(r["world"]["mean"] == 0.0 and r["world_on_real"]["mean"] == 0.0 for r in never["policies"])
+    assert [r["real"] for r in never["policies"]] == [r["real"] for r in summary["policies"]]
     rows = {r["name"]: r for r in summary["policies"]}
     assert set(rows) == {p.name for p in policies} and all(r["n"] == 2 for r in rows.values())
     # the real column is the simulator's own verdict on the same resets
@@ -311,6 +318,7 @@ def test_policy_eval_end_to_end_report(tmp_path: Path, reach_env) -> None:
     assert {"pearson", "spearman", "mmrv"} <= set(summary["agreement"])
     report = (tmp_path / "pe" / "report.md").read_text()
     assert "scripted(noise=1)" in report and json.loads((tmp_path / "pe" / "summary.json").read_text())
+    assert "Judge `never` on the same rollouts" in report
     assert len(list((tmp_path / "pe" / "gifs").glob("*.gif"))) == 3
     with pytest.raises(ValueError, match="distinct"):
         policy_eval("reach", _sim(), [policies[0], make_policy("scripted", "reach")], BrightnessJudge(),

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--judge", required=True,
                    help="success judge folder (hma-zoo policy judge), or 'probe-rule' to judge with --probe")
     e.add_argument("--probe", default=None, help="state probe folder: gives scripted policies their state")
+    e.add_argument("--also-probe-rule", action="store_true",
+                   help="also score every rollout with the state-probe rule judge (needs --probe) and report its "
+                        "agreement beside the main judge's")
     e.add_argument("--policy", action="append", required=True,
                    help="policy spec, repeatable: scripted[:noise=S], random, bc:PATH")
     e.add_argument("--episodes", type=int, default=20, help="rollouts per policy in each environment")
@@ -139,8 +142,11 @@ def _eval(args: argparse.Namespace) -> int:
     probe = load_probe(args.probe) if args.probe else None
     judge = ProbeRuleJudge(probe, args.task) if args.judge == "probe-rule" else load_judge(args.judge)
     policies = [make_policy(p, args.task) for p in args.policy]
+    if args.also_probe_rule and probe is None:
+        raise ValueError("--also-probe-rule needs --probe DIR")
+    others = {"probe-rule": ProbeRuleJudge(probe, args.task)} if args.also_probe_rule else None
     summary = policy_eval(args.task, sim, policies, judge, probe=probe, episodes=args.episodes, seed=args.seed,
-                          horizon=args.horizon, out_dir=args.out, gifs=args.gifs,
+                          horizon=args.horizon, out_dir=args.out, gifs=args.gifs, other_judges=others,
                           meta={"model": str(args.model), "judge": str(args.judge), "probe": args.probe,
                                 "sample_steps": args.steps, "temperature": args.temperature})
     print(to_markdown(summary))

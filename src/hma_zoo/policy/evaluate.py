@@ -42,7 +42,8 @@ def judge_video(judge: Any, frames: np.ndarray, goal: np.ndarray, task: TaskSpec
 
 def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], judge: Any, probe: Any = None,
                 episodes: int = 20, seed: int = 0, horizon: int | None = None, out_dir: str | os.PathLike | None = None,
-                gifs: int = 2, meta: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+                gifs: int = 2, meta: dict[str, Any] | None = None, progress: bool = True,
+                other_judges: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``policies`` in the real simulator and in the world model (see the module docstring).
 
     Args:
@@ -57,6 +58,9 @@ def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], j
         out_dir: where ``summary.json``, ``report.md`` and the GIFs go (``None``: nothing written).
         gifs: side-by-side GIFs per policy.
         meta: extra provenance for the report (model tag, judge path ...).
+        other_judges: further judges ``{name: judge}`` that score the same real and generated frames; their
+            agreement figures go to ``summary["other_judges"][name]`` (the world-model rollouts are shared, so a
+            second judge costs only its own inference).
 
     Returns:
         the summary dict of :func:`hma_zoo.policy.ranking.summarize` (plus ``seconds``).
@@ -81,12 +85,16 @@ def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], j
     wm_env = WorldModelTaskEnv(simulator, spec, probe=probe, judge=judge, horizon=horizon)
     out = Path(out_dir) if out_dir is not None else None
     results: list[PolicyResult] = []
+    others: dict[str, dict[str, list[list[float]]]] = {n: {"world": [], "on_real": []} for n in other_judges or {}}
     t0 = time.perf_counter()
     binary = spec.score == "success"
     with Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task(f"policy-eval {spec.name}", total=len(policies) * episodes)
         for policy in policies:
             real, world, on_real = [], [], []
+            for name in others:
+                others[name]["world"].append([])
+                others[name]["on_real"].append([])
             for i in range(episodes):
                 s = episode_seed(seed, spec.name, i)
                 r = run_episode(real_env, policy, seed=s)
@@ -96,6 +104,9 @@ def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], j
                 w = run_episode(wm_env, policy, seed=s, options={
                     "prompt_frames": r["images"][:1], "goal": goal, "prompt_state": real_env.trace["state"][0]})
                 world.append(float(w["score"]))
+                for name, judge_k in (other_judges or {}).items():
+                    others[name]["on_real"][-1].append(judge_video(judge_k, r["images"], goal, spec))
+                    others[name]["world"][-1].append(judge_video(judge_k, w["images"], goal, spec))
                 if out is not None and i < gifs:
                     name = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in policy.name)
                     side_by_side_gif(r["images"], w["images"], out / "gifs" / f"{name}_{i:02d}.gif")
@@ -109,6 +120,14 @@ def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], j
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
             "torch_threads": torch.get_num_threads(), **(meta or {})}
     summary = summarize(spec.name, results, info)
+    if others:
+        summary["other_judges"] = {}
+        for name, got in others.items():
+            alt = [PolicyResult(r.name, r.real, wv, rv, binary=binary)
+                   for r, wv, rv in zip(results, got["world"], got["on_real"], strict=True)]
+            s_alt = summarize(spec.name, alt, {})
+            summary["other_judges"][name] = {"policies": s_alt["policies"], "agreement": s_alt["agreement"],
+                                             "judge_agreement": s_alt["judge_agreement"]}
     summary["seconds"] = time.perf_counter() - t0
     if out is not None:
         write_report(summary, out)

@@ -380,6 +380,15 @@ def to_markdown(summary: dict, level: int = 1) -> str:
     lines += ["", _agreement_line("Agreement, real vs world model", summary["agreement"], targets)]
     if summary.get("judge_agreement"):
         lines += ["", _agreement_line("Judge only, real vs judge on real frames", summary["judge_agreement"], targets)]
+    for name, alt in (summary.get("other_judges") or {}).items():
+        lines += ["", f"Judge `{name}` on the same rollouts:", "",
+                  "| policy | world model (95% CI) | judge on real frames |", "|---|---|---|"]
+        lines += [f"| {row['name']} | {_ci(row['world'])} | {_ci(row.get('world_on_real'))} |"
+                  for row in alt["policies"]]
+        lines += ["", _agreement_line(f"Agreement with judge `{name}`, real vs world model", alt["agreement"], targets)]
+        if alt.get("judge_agreement"):
+            lines += ["", _agreement_line(f"Judge `{name}` only, real vs judge on real frames",
+                                          alt["judge_agreement"], targets)]
     meta = summary.get("meta") or {}
     if meta:
         lines += [""] + [f"- {key}: {value}" for key, value in meta.items()]
