@@ -114,7 +114,8 @@ def test_a_registered_hub_tag_loads_from_the_hub_cache(shipped_dir, tmp_path, mo
 
 def test_the_repository_weights_load_offline_by_tag() -> None:
     """A fresh clone: every shipped tag loads from its name alone, with no network."""
-    assert hma_zoo.list_models(pretrained=True) == ["hma-mar-t64.simmix", "hma-vq-t64.simmix"]
+    assert hma_zoo.list_models(pretrained=True) == ["hma-mar-t64.simmix", "hma-vq-t64.sawyer-tasks",
+                                                    "hma-vq-t64.simmix"]
     assert list_tokenizers(pretrained=True) == ["tok-kl-f4-c4.simmix", "tok-vq-f4-4k.simmix", "tok-vq-f8-1k.simmix"]
     model = hma_zoo.create_model("hma-vq-t64.simmix", pretrained=True)
     assert model.config.embodiment_names == ("dmc_cartpole", "dmc_cheetah", "metaworld_sawyer", "pusht")

@@ -200,6 +200,8 @@ def render_card(payload: dict[str, Any], folder: str | os.PathLike | None = None
     elif info["metrics"]:
         body += ["From `hma-zoo evaluate` (model rows with the random-action and tokenized-copy baselines):", ""]
     body += [_metrics_table(info["metrics"])]
+    if info.get("eval_data") and info["eval_data"] != info["data"]:
+        body += [f"Evaluated on: {info['eval_data']} (not a training dataset).", ""]
     if info["machine"]:
         body += [f"Measured on: {info['machine']}.", ""]
     body += [
@@ -288,7 +290,10 @@ def write_measured_card(model_dir: Path, model: Any, result: dict[str, Any], dat
                 if other.get(name) is not None:
                     entry[f"{name} ({base})"] = round(float(other[name]), 3)
     params = sum(p.numel() for p in model.parameters())
-    payload["meta"].update(tag=tag, data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
+    # the evaluation data is recorded on its own; it names the training data only when none was recorded (a model
+    # fine-tuned on one dataset and evaluated on another keeps both)
+    payload["meta"].setdefault("data", data.name)
+    payload["meta"].update(tag=tag, eval_data=data.name, metrics=metrics, params=f"{params / 1e6:.2f}M",
                            machine=f"{platform.machine()} CPU, {os.cpu_count()} cores", **meta)
     config_path.write_text(json.dumps(payload, indent=2, sort_keys=True))
     return write_card(model_dir)

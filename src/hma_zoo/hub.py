@@ -311,6 +311,7 @@ def describe(payload: dict[str, Any], folder: str | os.PathLike | None = None) -
         "architecture": architecture,
         "tag": tag,
         "data": _dataset_name(meta.get("data") or meta.get("data_dir")),
+        "eval_data": _dataset_name(meta.get("eval_data")) if meta.get("eval_data") else None,
         "metrics": dict(metrics or {}),
         "metrics_source": source if metrics else None,
         "training": meta.get("training") or meta.get("train"),
