@@ -219,6 +219,9 @@ def test_policy_mode_reads_the_goal_from_proprio(real, tmp_path) -> None:
         assert np.array_equal(ep.actions[: k - 1], src.actions[: k - 1])
         policy_part = ep.actions[k - 1:]
         assert policy_part.shape == (f, 2) and (np.abs(policy_part) <= 1.0).all()  # the random policy's range
+        # exactly the chunks the policy, seeded per episode, acted with (noise 0)
+        acted = np.random.default_rng(meta["seed_episode"]).uniform(-1.0, 1.0, (f, 2))
+        np.testing.assert_allclose(policy_part, acted, rtol=1e-6)
     with pytest.raises(ValueError, match="--task"):
         generate_dataset(_sim(), data, tmp_path / "q", episodes=1, frames=1, actions="policy", policy="random")
     other = TaskSpec("r", "robot_x", stride=1, action_dim=2, state_dim=0, goal_dim=0, horizon=8, score="success")

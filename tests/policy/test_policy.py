@@ -233,6 +233,29 @@ def test_judge_learns_success_frames_and_probe_rule_thresholds(tmp_path: Path) -
     assert not rule.judge(dark, np.zeros(3), state=np.array([0.06, 0.0, 0.0, 0, 0, 0, 0]))[0]
     with pytest.raises(ValueError, match="no state rule"):
         ProbeRuleJudge(FakeProbe(), "pusht")
+    # without a state the rule reads it from the frames with the probe: (b, 2b, 3b) for brightness b
+    at_dark = 20 / 255 * np.array([1.0, 2.0, 3.0])
+    assert rule.judge(dark, at_dark)[0] and not rule.judge(bright, at_dark)[0]
+
+
+class PrevProbe(FakeProbe):
+    """A context-sensitive probe stand-in: reads frame t-1 (frame 0: itself), as a 2-frame context allows."""
+
+    def predict(self, frames: torch.Tensor, names: list[str]) -> torch.Tensor:
+        return super().predict(torch.cat([frames[:, :1], frames[:, :-1]], 1), names)
+
+
+def test_evaluate_judges_probe_rule_reads_each_frame_with_its_previous_one(tmp_path: Path) -> None:
+    from hma_zoo.policy.judge import evaluate_judges, judge_metrics
+    from hma_zoo.policy.nets import load_task_frames
+
+    task = get_task("reach")
+    data = load_task_frames(_write_synthetic(tmp_path / "d", 8, frames=5), task, "train")
+    got = evaluate_judges(data, task, probe=PrevProbe())["probe_rule"]
+    b = data.frames[data.prev].reshape(len(data.prev), -1).mean(1) / 255  # each frame's previous frame
+    d = np.linalg.norm(b[:, None] * np.array([1.0, 2.0, 3.0]) - data.goal, axis=1)
+    want = judge_metrics(-d, d <= task.success_radius, data)
+    assert got == pytest.approx(want, abs=1e-5) and 0.5 < got["frame_auroc"] < 1.0
 
 
 # ---------------------------------------------------------------------------------------------- world model env
@@ -258,6 +281,39 @@ def test_world_model_env_steps_the_simulator_and_reads_state_with_the_probe() ->
         WorldModelTaskEnv(_sim(), "pusht")
     with pytest.raises(ValueError, match="--dims metaworld_sawyer:0-6"):
         WorldModelTaskEnv(_sim(), "reach", probe=FakeProbe(width=3))
+
+
+def test_world_model_env_reads_the_state_once_per_step_and_gives_the_judge_that_reading() -> None:
+    from hma_zoo.policy.wm_env import WorldModelTaskEnv
+
+    reads, judged = [], []
+
+    class CountingProbe(FakeProbe):
+        def predict(self, frames, names):
+            reads.append(tuple(frames.shape[:2]))
+            return super().predict(frames, names)
+
+    class StateJudge:
+        def judge(self, frames, goal, state=None):
+            judged.append(state)
+            return False, 0.0
+
+    env = WorldModelTaskEnv(_sim(), "reach", probe=CountingProbe(), judge=StateJudge(), horizon=2)
+    prompt = np.zeros((1, 64, 64, 3), np.uint8)
+    obs, _ = env.reset(seed=0, options={"prompt_frames": prompt, "goal": [0.1, 0.2, 0.3]})
+    for _ in range(2):
+        obs, *_ = env.step(np.zeros(4))  # one control step, held for the frame
+    assert reads == [(1, 1), (1, 2), (1, 2)]  # the newest frame with its previous one, read once
+    assert len(judged) == 3 and np.array_equal(judged[-1], obs["state"])
+    assert np.array_equal(env.actions[-1], np.zeros(16))
+    # without a probe the state is the prompt's, and a reset without one does not keep the last episode's
+    blind = WorldModelTaskEnv(_sim(), "reach", horizon=2)
+    obs, _ = blind.reset(options={"prompt_frames": prompt, "goal": [0, 0, 0], "prompt_state": np.arange(7.0)})
+    assert np.array_equal(obs["state"], np.arange(7.0))
+    obs, _ = blind.reset(options={"prompt_frames": prompt, "goal": [0, 0, 0]})
+    assert np.array_equal(obs["state"], np.zeros(7))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        blind.step(np.full(16, np.inf))
 
 
 def test_same_policy_object_runs_in_both_environments(reach_env) -> None:
@@ -304,10 +360,17 @@ def test_policy_eval_end_to_end_report(tmp_path: Path, reach_env) -> None:
         def judge(self, frames, goal, state=None):
             return False, 0.0
 
+    class AlwaysJudge:
+        def judge(self, frames, goal, state=None):
+            return True, 1.0
+
     summary = policy_eval("reach", _sim(), policies, BrightnessJudge(), probe=FakeProbe(), episodes=2, horizon=4,
-                          out_dir=tmp_path / "pe", gifs=1, progress=False, other_judges={"never": NeverJudge()})
+                          out_dir=tmp_path / "pe", gifs=1, progress=False,
+                          other_judges={"never": NeverJudge(), "always": AlwaysJudge()})
     never = summary["other_judges"]["never"]
     assert all(r["world"]["mean"] == 0.0 and r["world_on_real"]["mean"] == 0.0 for r in never["policies"])
+    always = summary["other_judges"]["always"]  # the judges' verdicts, not a constant, fill both columns
+    assert all(r["world"]["mean"] == 1.0 and r["world_on_real"]["mean"] == 1.0 for r in always["policies"])
     assert [r["real"] for r in never["policies"]] == [r["real"] for r in summary["policies"]]
     rows = {r["name"]: r for r in summary["policies"]}
     assert set(rows) == {p.name for p in policies} and all(r["n"] == 2 for r in rows.values())

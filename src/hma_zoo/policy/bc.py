@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from hma_zoo import hub
-from hma_zoo.policy.nets import FrameGoalNet, context_stack, frames_to_input, load_task_frames
+from hma_zoo.policy.nets import FrameGoalNet, context_stack, frames_to_input, load_task_frames, net_config
 from hma_zoo.policy.policies import Obs, Policy
-from hma_zoo.policy.tasks import TaskSpec, get_task
+from hma_zoo.policy.tasks import TaskSpec, action_bounds, get_task
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class BCPolicy(Policy):
         self.model = model.eval()
         self.name = name or "bc"
         self._history: list[np.ndarray] = []
-        self.low = np.zeros(2, np.float32) if self.task.embodiment == "pusht" else -np.ones(1, np.float32)
-        self.high = np.full(2, 512.0, np.float32) if self.task.embodiment == "pusht" else np.ones(1, np.float32)
+        self.low, self.high = action_bounds(self.task)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
@@ -125,12 +124,8 @@ def train_bc(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.Pa
     frames = load_task_frames(data, spec, "train", episodes=episodes, extra=extra, extra_episodes=extra_episodes)
     valid = frames.chunk[frames.has_chunk]
     mean, std = valid.mean(0), valid.std(0) + 1e-3
-    goal = frames.goal
     torch.manual_seed(seed)
-    net_cfg = {"out_dim": spec.chunk_dim, "goal_dim": spec.goal_dim, "backbone": backbone, "context": 2,
-               "goal_mean": goal.mean(0).tolist() if spec.goal_dim else None,
-               "goal_std": (goal.std(0) + 1e-3).tolist() if spec.goal_dim else None}
-    model = BCNet(spec.name, net_cfg, mean.tolist(), std.tolist())
+    model = BCNet(spec.name, net_config(spec, frames.goal, spec.chunk_dim, backbone), mean.tolist(), std.tolist())
     net = model.net
     out = Path(out_dir)
     written: list[Path] = []

@@ -120,13 +120,15 @@ def _synthetic(args: argparse.Namespace) -> int:
         args.task, args.data, sim, args.out, seeds=[int(x) for x in args.seeds.split(",") if x.strip()],
         real=args.real, generated=[int(x) for x in args.generated.split(",") if x.strip()], full=args.full,
         steps=args.steps, eval_episodes=args.eval_episodes, frames=args.frames, actions=args.actions,
-        noise=args.noise, policy=args.policy, probe=args.probe, model_tag=str(args.model))
+        noise=args.noise, policy=args.policy, probe=args.probe, model_tag=str(args.model), eval_seed=EVAL_SEED)
     print(to_markdown(summary))
     print(f"table: {args.out}/synthetic.md")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import torch
+
     from hma_zoo.eval.probe import load_probe
     from hma_zoo.policy.evaluate import policy_eval
     from hma_zoo.policy.judge import ProbeRuleJudge, load_judge
@@ -136,14 +138,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.judge == "probe-rule" and args.probe is None:
         raise ValueError("--judge probe-rule needs --probe DIR (a state probe fitted on the task's data)")
-    torch_gen = __import__("torch").Generator().manual_seed(args.seed)
+    if args.also_probe_rule and args.probe is None:  # checked before the world model is loaded
+        raise ValueError("--also-probe-rule needs --probe DIR")
     sim = load_simulator(args.model, args.tokenizer, steps=args.steps, temperature=args.temperature,
-                         generator=torch_gen, record=False)
+                         generator=torch.Generator().manual_seed(args.seed), record=False)
     probe = load_probe(args.probe) if args.probe else None
     judge = ProbeRuleJudge(probe, args.task) if args.judge == "probe-rule" else load_judge(args.judge)
     policies = [make_policy(p, args.task) for p in args.policy]
-    if args.also_probe_rule and probe is None:
-        raise ValueError("--also-probe-rule needs --probe DIR")
     others = {"probe-rule": ProbeRuleJudge(probe, args.task)} if args.also_probe_rule else None
     summary = policy_eval(args.task, sim, policies, judge, probe=probe, episodes=args.episodes, seed=args.seed,
                           horizon=args.horizon, out_dir=args.out, gifs=args.gifs, other_judges=others,
@@ -175,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {summary['episodes']} episodes to {summary['out']} in {summary['seconds']:.0f} s")
             return 0
         if args.cmd == "train":
-            from hma_zoo.policy.bc import load_bc_policy, train_bc
+            from hma_zoo.policy.bc import train_bc
+            from hma_zoo.policy.synthetic import _score_policy
+            from hma_zoo.policy.tasks import get_task
 
             save = [int(x) for x in args.save_steps.split(",") if x.strip()]
             paths = train_bc(args.data, args.task, args.out, steps=args.steps, save_steps=save,
@@ -185,17 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 line = f"{path}"
                 if args.eval_episodes:
-                    from hma_zoo.data.sources.base import episode_seed
-                    from hma_zoo.policy.tasks import RealTaskEnv, run_episode
-
-                    env = RealTaskEnv(args.task)
-                    pol = load_bc_policy(path, args.task)
                     # the same held-out resets for every policy (demos use seeds 0 and 1 of episode_seed)
-                    scores = [run_episode(env, pol, seed=episode_seed(EVAL_SEED, args.task, i))["score"]
-                              for i in range(args.eval_episodes)]
-                    env.close()
-                    results[path.name] = {"score": sum(scores) / len(scores), "scores": scores}
-                    line += f"  real-simulator score {results[path.name]['score']:.3f} over {len(scores)} episodes"
+                    results[path.name] = _score_policy(path, get_task(args.task), args.eval_episodes, EVAL_SEED)
+                    line += (f"  real-simulator score {results[path.name]['score']:.3f} over {args.eval_episodes} "
+                             "episodes")
                 print(line)
             if results:
                 import json

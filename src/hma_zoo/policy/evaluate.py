@@ -108,8 +108,8 @@ def policy_eval(task: str | TaskSpec, simulator: Any, policies: Sequence[Any], j
                     others[name]["on_real"][-1].append(judge_video(judge_k, r["images"], goal, spec))
                     others[name]["world"][-1].append(judge_video(judge_k, w["images"], goal, spec))
                 if out is not None and i < gifs:
-                    name = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in policy.name)
-                    side_by_side_gif(r["images"], w["images"], out / "gifs" / f"{name}_{i:02d}.gif")
+                    stem = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in policy.name)
+                    side_by_side_gif(r["images"], w["images"], out / "gifs" / f"{stem}_{i:02d}.gif")
                 bar.advance(job)
             results.append(PolicyResult(policy.name, real, world, on_real, binary=binary))
             log.info("%s: real %.2f, world model %.2f, judge on real %.2f", policy.name, np.mean(real),

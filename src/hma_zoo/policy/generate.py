@@ -223,12 +223,11 @@ def _generate_batch(sim: Any, prompts: Sequence[Prompt], *, frames: int, mode: s
     else:
         a_max, ctx = model.config.max_chunk_dim, model.config.trunk.max_frames
         device = model.pos.device
-        tokens = [sim.tokenizer.encode(prompt).to(device)]  # what Simulator.reset encodes: the model's context
+        tok = sim.tokenizer.encode(prompt).to(device)[:, -ctx:]  # what Simulator.reset encodes: the model's context
         act_rows = torch.zeros(b, k, a_max, device=device)  # row t = executed after frame t (last: unknown yet)
         if rows is not None:
             act_rows[:, : k - 1, :chunk] = torch.from_numpy(rows).to(device)
         for t in range(frames):
-            tok = torch.cat(tokens, 1)[:, -ctx:]
             pred = model.predict_action(tok, act_rows[:, -ctx:].to(model.pos.dtype), [name] * b)
             proposal = pred[:, :chunk].float().cpu().numpy().reshape(b, stride, spec.action_dim)
             executed[:, t] = _perturb(proposal, rng, noise, arange, arange.low, arange.high)
@@ -238,10 +237,9 @@ def _generate_batch(sim: Any, prompts: Sequence[Prompt], *, frames: int, mode: s
                 raise ValueError("model mode reads the generated tokens from the simulator's context; use a window "
                                  "of at least 2 frames")
             new = model.from_trunk_tokens(sim.stepper.frames[:b, -1:])
-            tokens.append(new.to(tokens[0].dtype))
+            tok = torch.cat((tok, new.to(tok.dtype)), 1)[:, -ctx:]
             act_rows[:, -1, :chunk] = step.to(device)
             act_rows = torch.cat((act_rows, torch.zeros(b, 1, a_max, device=device)), 1)[:, -ctx:]
-            tokens = [torch.cat(tokens, 1)[:, -ctx:]]
     return sim.frames.numpy(), executed, cycled
 
 
@@ -455,13 +453,18 @@ def generate_dataset(
             job = bar.add_task(f"generate ({actions})", total=episodes)
             if actions == "policy":
                 from hma_zoo.policy.policies import make_policy
+                from hma_zoo.policy.tasks import action_rows, run_episode
                 from hma_zoo.policy.wm_env import WorldModelTaskEnv
 
                 env = WorldModelTaskEnv(simulator, task_spec, probe=probe_obj, horizon=frames)
                 pol = make_policy(policy, task_spec)
                 arange = ranges[task_spec.embodiment]
                 bounds = (arange.low, arange.high) if noise > 0 else (None, None)  # noise 0: the policy's own
-                stride = task_spec.stride
+
+                def noisy(obs: dict[str, np.ndarray]) -> np.ndarray:
+                    rows = action_rows(task_spec, pol.act(obs))
+                    return _perturb(rows, rng, noise, arange, *bounds).reshape(-1)
+
                 for i, p in enumerate(prompts):
                     goal, state, found = _task_goal(p, task_spec)
                     if not found and not warned_goal:
@@ -475,17 +478,9 @@ def generate_dataset(
                     if state is not None:
                         options["prompt_state"] = state
                     ep_seed = int(seed) * 100_003 + i
-                    obs, _ = env.reset(seed=ep_seed, options=options)
                     pol.reset(ep_seed)
-                    chunks = []
-                    for _ in range(frames):
-                        a = np.asarray(pol.act(obs), np.float32).reshape(-1)
-                        if a.shape[0] == task_spec.action_dim:
-                            a = np.tile(a, stride)
-                        a = _perturb(a.reshape(stride, -1), rng, noise, arange, *bounds).reshape(-1)
-                        obs, *_ = env.step(a)
-                        chunks.append(a.reshape(stride, -1))
-                    write(i, p, simulator.frames.numpy(), np.stack(chunks),
+                    run_episode(env, noisy, seed=ep_seed, options=options)  # env.actions: the executed chunks
+                    write(i, p, simulator.frames.numpy(), np.stack(env.actions),
                           {"goal": goal.tolist(), "seed_episode": ep_seed})
                     bar.advance(job)
             else:

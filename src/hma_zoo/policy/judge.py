@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from hma_zoo import hub
-from hma_zoo.policy.nets import FrameGoalNet, TaskFrames, context_stack, frames_to_input, load_task_frames
+from hma_zoo.policy.nets import FrameGoalNet, TaskFrames, context_stack, frames_to_input, load_task_frames, net_config
 from hma_zoo.policy.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,10 @@ class ProbeRuleJudge:
 
     def distances(self, frames: Tensor, goal: Tensor) -> Tensor:
         """Distance of the rule's object to the goal, read from every frame: uint8 ``[B, T, H, W, 3]`` videos,
-        goal ``[B, G]`` -> ``[B, T]``."""
+        goal ``[B, G]`` (or per frame ``[B, T, G]``) -> ``[B, T]``."""
         state = self.probe.predict(frames, [self.task.embodiment] * frames.shape[0])
-        return (state[..., self.dims] - goal[:, None, :].to(state)).norm(dim=-1)
+        goal = goal[:, None, :] if goal.ndim == 2 else goal
+        return (state[..., self.dims] - goal.to(state)).norm(dim=-1)
 
     def judge(self, frames: np.ndarray, goal: np.ndarray, state: np.ndarray | None = None) -> tuple[bool, float]:
         """Verdict on the newest of ``frames``; uses ``state`` when the caller already read it with the probe."""
@@ -137,15 +138,18 @@ def evaluate_judges(data: TaskFrames, task: TaskSpec, judge: ClassifierJudge | N
                     probe: Any = None) -> dict[str, dict[str, float]]:
     """Both judges on every frame of ``data`` (held-out real episodes): ``{"classifier": ..., "probe_rule": ...}``."""
     out: dict[str, dict[str, float]] = {}
-    idx = np.arange(len(data.label))
     if judge is not None:
-        p = judge.probabilities(data.inputs(idx, judge.net.context), torch.from_numpy(data.goal)).numpy()
+        every = np.arange(len(data.label))
+        p = judge.probabilities(data.inputs(every, judge.net.context), torch.from_numpy(data.goal)).numpy()
         out["classifier"] = judge_metrics(p, p >= judge.threshold, data)
     if probe is not None and task.name in SUCCESS_DIMS:
         rule = ProbeRuleJudge(probe, task)
-        frames = torch.from_numpy(data.inputs(idx, 2).numpy())  # [N, 2, H, W, 3]: each frame with its previous
-        d = np.concatenate([rule.distances(frames[i:i + 512], torch.from_numpy(data.goal[i:i + 512]))[:, -1].numpy()
-                            for i in range(0, len(idx), 512)])
+        # one video per episode (episodes are contiguous): the probe reads each frame with its previous one as
+        # context, once per frame
+        ends = np.cumsum(np.bincount(data.episode))
+        d = np.concatenate([rule.distances(torch.from_numpy(data.frames[a:b])[None],
+                                           torch.from_numpy(data.goal[a:b])[None])[0].numpy()
+                            for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)])
         out["probe_rule"] = judge_metrics(-d, d <= task.success_radius, data)
     return out
 
@@ -168,11 +172,7 @@ def fit_judge(data: str | os.PathLike, task: str | TaskSpec, out_dir: str | os.P
         raise ValueError(f"{data} has no successful training frame; record successes and failures (e.g. "
                          "--policy scripted:noise=0 --policy random) before fitting a judge")
     torch.manual_seed(seed)
-    goal = train.goal
-    net_cfg = {"out_dim": 1, "goal_dim": spec.goal_dim, "backbone": backbone, "context": 2,
-               "goal_mean": goal.mean(0).tolist() if spec.goal_dim else None,
-               "goal_std": (goal.std(0) + 1e-3).tolist() if spec.goal_dim else None}
-    judge = ClassifierJudge(spec.name, net_cfg)
+    judge = ClassifierJudge(spec.name, net_config(spec, train.goal, 1, backbone))
     batches = FrameBatches(train, "label", batch_size, context=2, seed=seed, balance=spec.score == "success")
     fit(FrameGoalLit(judge.net, "bce", lr=lr, max_steps=steps), batches, steps, progress=progress)
     metrics = evaluate_judges(val, spec, judge, probe)

@@ -18,16 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hma_zoo.eval.probe import _stack_to_input, context_frames
 from hma_zoo.policy.tasks import TaskSpec
 
 
 def frames_to_input(frames: Tensor, image_size: tuple[int, int] = (64, 64)) -> Tensor:
-    """uint8 ``[N, C, H, W, 3]`` (``C`` context frames, oldest first) -> float ``[N, 3C, h, w]`` in ``[-1, 1]``."""
-    n, c, h, w, _ = frames.shape
-    x = frames.permute(0, 1, 4, 2, 3).reshape(n, 3 * c, h, w).float().div(127.5).sub(1.0)
-    if (h, w) != tuple(image_size):
-        x = F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=False, antialias=True)
-    return x
+    """uint8 ``[N, C, H, W, 3]`` (``C`` context frames, oldest first) -> float ``[N, 3C, h, w]`` in ``[-1, 1]``
+    (the state probe's own preprocessing, so both networks see frames alike)."""
+    return _stack_to_input(frames, image_size)
 
 
 def random_shift(x: Tensor, pad: int = 4, generator: torch.Generator | None = None) -> Tensor:
@@ -101,12 +99,20 @@ class FrameGoalNet(nn.Module):
 
 def context_stack(frames: np.ndarray | Tensor, context: int) -> Tensor:
     """The context stack of the LAST frame of a clip: uint8 ``[T, H, W, 3]`` -> ``[1, context, H, W, 3]`` (the first
-    frame repeats when the clip is shorter than the context)."""
+    frame repeats when the clip is shorter than the context), as :func:`hma_zoo.eval.probe.context_frames` stacks
+    every frame of a video (``context`` 1 or 2)."""
     f = torch.as_tensor(np.asarray(frames))
     if f.ndim == 3:
         f = f[None]
-    idx = [max(f.shape[0] - context + i, 0) for i in range(context)]
-    return f[idx][None]
+    return context_frames(f[None, -context:], context)[:, -1]
+
+
+def net_config(task: TaskSpec, goal: np.ndarray, out_dim: int, backbone: str, context: int = 2) -> dict[str, Any]:
+    """The :class:`FrameGoalNet` config of a BC policy or judge for ``task``, its goal normalised with the mean and
+    std (+ 1e-3) of the training goals ``goal [N, goal_dim]``."""
+    return {"out_dim": out_dim, "goal_dim": task.goal_dim, "backbone": backbone, "context": context,
+            "goal_mean": goal.mean(0).tolist() if task.goal_dim else None,
+            "goal_std": (goal.std(0) + 1e-3).tolist() if task.goal_dim else None}
 
 
 @dataclass
@@ -174,7 +180,7 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
         data: dataset folder.
         task: the task (its stride, state and goal widths).
         split: ``train`` or ``val``.
-        episodes: keep only the first ``episodes`` episodes (in the dataset's order), e.g. 10 of 100.
+        episodes: keep only the first ``episodes`` episodes (by id), e.g. 10 of 100.
         extra: further datasets whose ``train`` episodes are added (e.g. generated episodes).
         extra_episodes: add only the first ``extra_episodes`` (by id) of each ``extra`` dataset (nested subsets:
             the first 10 are among the first 50).
@@ -182,7 +188,6 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
     eps = read_episodes(data, split, task.embodiment)
     if not eps:
         raise ValueError(f"{data} has no {split!r} episodes of {task.embodiment!r} (task {task.name!r})")
-    eps.sort(key=lambda e: e.episode_id)
     if episodes is not None:
         if episodes > len(eps):
             raise ValueError(f"asked for {episodes} episodes but {data} holds {len(eps)} {split!r} episodes")
@@ -244,4 +249,5 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
                       [e.episode_id for e in eps], np.concatenate(state))
 
 
-__all__ = ["FrameGoalNet", "frames_to_input", "random_shift", "context_stack", "TaskFrames", "load_task_frames"]
+__all__ = ["FrameGoalNet", "frames_to_input", "random_shift", "context_stack", "TaskFrames", "load_task_frames",
+           "net_config"]

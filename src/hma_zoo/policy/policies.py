@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hma_zoo.policy.tasks import TaskSpec, get_task
+from hma_zoo.policy.tasks import TaskSpec, action_bounds, get_task
 
 Obs = dict[str, np.ndarray]
 
@@ -53,12 +53,6 @@ class Policy:
         return self.act(obs)
 
 
-def _bounds(task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
-    if task.embodiment == "pusht":
-        return np.zeros(2, np.float32), np.full(2, 512.0, np.float32)
-    return -np.ones(task.action_dim, np.float32), np.ones(task.action_dim, np.float32)
-
-
 class ScriptedPolicy(Policy):
     """The task's scripted expert on ``obs["state"]``, plus Gaussian action noise.
 
@@ -79,7 +73,7 @@ class ScriptedPolicy(Policy):
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
         self.noise = float(noise)
-        self.low, self.high = _bounds(self.task)
+        self.low, self.high = action_bounds(self.task)
         self.name = f"scripted(noise={self.noise:g})"
         self._expert: Any = None
 
@@ -115,7 +109,7 @@ class RandomPolicy(Policy):
 
     def __init__(self, task: str | TaskSpec) -> None:
         super().__init__(task)
-        self.low, self.high = _bounds(self.task)
+        self.low, self.high = action_bounds(self.task)
 
     def act(self, obs: Obs) -> np.ndarray:
         rows = self.rng.uniform(self.low, self.high, (self.task.stride, self.task.action_dim))

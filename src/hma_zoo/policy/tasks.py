@@ -51,6 +51,7 @@ class TaskSpec:
         goal_dim: width of ``obs["goal"]`` (0: a fixed goal).
         horizon: frames per evaluation episode by default (a multiple of the world model's 8-frame window).
         score: how an episode is scored: ``"success"`` (any success) or ``"progress"`` (final progress).
+        description: one line for ``hma-zoo policy tasks``.
         success_radius: reach only: distance of the hand to the goal that counts as success (the env's own).
         params: family settings.
     """
@@ -97,6 +98,31 @@ def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def action_bounds(task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of one control step's action ``[action_dim]`` (Push-T: pixel targets in ``[0, 512]``;
+    Meta-World: deltas in ``[-1, 1]``)."""
+    if task.embodiment == "pusht":
+        return np.zeros(2, np.float32), np.full(2, 512.0, np.float32)
+    return -np.ones(task.action_dim, np.float32), np.ones(task.action_dim, np.float32)
+
+
+def action_rows(task: TaskSpec, action: Any) -> np.ndarray:
+    """One frame's action as control-step rows float32 ``[stride, action_dim]``: ``action`` is the frame's chunk
+    ``[stride * action_dim]`` (row ``i`` runs control step ``i``) or one control step ``[action_dim]`` held for the
+    frame. Raises ``ValueError`` for another width or a NaN / inf value."""
+    a = np.asarray(action, np.float32).reshape(-1)
+    if a.shape[0] == task.action_dim:
+        rows = np.tile(a, (task.stride, 1))
+    elif a.shape[0] == task.chunk_dim:
+        rows = a.reshape(task.stride, task.action_dim)
+    else:
+        raise ValueError(f"task {task.name!r} takes a frame's chunk of {task.chunk_dim} values (stride {task.stride} "
+                         f"x {task.action_dim}) or one control step of {task.action_dim}, got {a.shape[0]}")
+    if not np.isfinite(rows).all():
+        raise ValueError(f"action has NaN or inf values: {a.tolist()}")
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ Push-T geometry
@@ -198,7 +224,7 @@ if gym is not None:
                 h, w = self.image_size
                 self._env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", observation_width=w,
                                      observation_height=h)
-                self._low, self._high = np.zeros(2, np.float32), np.full(2, 512.0, np.float32)
+                self._low, self._high = action_bounds(self.task)
             else:  # pragma: no cover - TASKS only holds the two above
                 raise ValueError(f"no real simulator for embodiment {self.task.embodiment!r}")
 
@@ -234,22 +260,10 @@ if gym is not None:
             return {"image": image, "state": state, "goal": goal}, {"success": success,
                                                                    "progress": self.trace["progress"][0]}
 
-        def _rows(self, action: Any) -> np.ndarray:
-            a = np.asarray(action, np.float32).reshape(-1)
-            t = self.task
-            if a.shape[0] == t.action_dim:
-                return np.tile(a, (t.stride, 1))
-            if a.shape[0] == t.chunk_dim:
-                return a.reshape(t.stride, t.action_dim)
-            raise ValueError(f"task {t.name!r} takes a frame's chunk of {t.chunk_dim} values (stride {t.stride} x "
-                             f"{t.action_dim}) or one control step of {t.action_dim}, got {a.shape[0]}")
-
         def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
             if not self.trace:
                 raise RuntimeError("call reset() before step()")
-            rows = np.clip(self._rows(action), self._low, self._high)
-            if not np.isfinite(rows).all():
-                raise ValueError(f"action has NaN or inf values: {np.asarray(action).tolist()}")
+            rows = np.clip(action_rows(self.task, action), self._low, self._high)  # NaN / inf refused before clipping
             success_any = False
             raw, info = None, {}
             for row in rows:
@@ -321,4 +335,4 @@ def run_episode(env: Any, policy: Callable[[dict[str, np.ndarray]], np.ndarray] 
 
 
 __all__ = ["TASKS", "TaskSpec", "get_task", "RealTaskEnv", "record_episode", "run_episode", "pusht_state",
-           "PushTCoverage"]
+           "PushTCoverage", "action_bounds", "action_rows"]

@@ -8,8 +8,9 @@ runs unchanged in both::
     obs, progress, terminated, truncated, info = env.step(policy.act(obs))
 
 * ``obs["image"]``: the generated frame;
-* ``obs["state"]``: the task state read from the last two generated frames by a state probe (``None`` probe: the
-  prompt's state is repeated, and a warning says that state-based policies then act blind);
+* ``obs["state"]``: the task state a state probe reads from the newest frame with the one before it as context (at
+  reset: the last prompt frame alone). It is read once per step and the judge gets the same reading. ``None``
+  probe: the prompt's state is repeated, and a warning says that state-based policies then act blind;
 * ``obs["goal"]``: the goal given at reset (the world model does not change goals);
 * ``info["success"]`` / ``info["progress"]``: the judge's verdict on the generated frames (a
   :class:`~hma_zoo.policy.judge.Judge`); without a judge both are 0.
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hma_zoo.policy.tasks import TaskSpec, get_task
+from hma_zoo.policy.tasks import TaskSpec, action_rows, get_task
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ if gym is not None:
             horizon: frames per episode before ``truncated`` (default ``task.horizon``).
 
         ``reset(options=...)`` needs ``prompt_frames`` (uint8 ``[Tp, H, W, 3]``) and, for tasks with a goal, ``goal``;
-        optional: ``prompt_actions`` (``[Tp - 1, chunk]``) and ``prompt_state`` (``[state_dim]``, used before the
-        probe has two generated frames).
+        optional: ``prompt_actions`` (``[Tp - 1, chunk]``) and ``prompt_state`` (``[state_dim]``, the state
+        ``obs["state"]`` keeps when there is no probe; zeros if not given).
         """
 
         metadata = {"render_modes": ["rgb_array"]}
@@ -68,8 +69,7 @@ if gym is not None:
                                  f"model's {spec.name!r} takes {spec.chunk_dim} (stride {spec.stride} x "
                                  f"{spec.action_dim})")
             if probe is not None:
-                width = next(t.width for t in probe.targets if t.name == self.task.embodiment) \
-                    if self.task.embodiment in probe.embodiments else None
+                width = next((t.width for t in probe.targets if t.name == self.task.embodiment), None)
                 if width is None:
                     raise ValueError(f"the probe has no head for {self.task.embodiment!r} (it knows "
                                      f"{list(probe.embodiments)})")
@@ -95,22 +95,16 @@ if gym is not None:
             self.frame_index = 0
             self.actions: list[np.ndarray] = []
 
-        def _read_state(self) -> np.ndarray:
-            if self.probe is None or len(self._recent) < 1:
-                return self._state
-            frames = torch.from_numpy(np.stack(self._recent[-2:]))[None]
-            pred = self.probe.predict(frames, [self.task.embodiment])[0, -1, : self.task.state_dim]
-            return pred.numpy().astype(np.float32)
-
-        def _verdict(self) -> tuple[bool, float]:
-            if self.judge is None:
-                return False, 0.0
-            frames = np.stack(self._recent[-2:])
-            return self.judge.judge(frames, self._goal, self._read_state())
-
-        def _obs(self) -> dict[str, np.ndarray]:
-            self._state = self._read_state()
-            return {"image": self._recent[-1], "state": self._state, "goal": self._goal}
+        def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            """Observation and info of the newest frame: the probe reads the state once, the judge reuses it."""
+            frames = np.stack(self._recent)  # the newest frame with the one before it (one frame at reset)
+            if self.probe is not None:
+                pred = self.probe.predict(torch.from_numpy(frames)[None], [self.task.embodiment])
+                self._state = pred[0, -1, : self.task.state_dim].numpy().astype(np.float32)
+            success, progress = (False, 0.0) if self.judge is None else \
+                self.judge.judge(frames, self._goal, self._state)
+            obs = {"image": self._recent[-1], "state": self._state, "goal": self._goal}
+            return obs, {"success": success, "progress": progress}
 
         def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None,
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -130,35 +124,26 @@ if gym is not None:
             if goal.shape[0] != self.task.goal_dim:
                 raise ValueError(f"task {self.task.name!r} has a {self.task.goal_dim}-dim goal, got {goal.shape[0]}")
             self._goal = goal
-            if "prompt_state" in options:
-                self._state = np.asarray(options["prompt_state"], np.float32)[: self.task.state_dim]
+            # without a probe the state stays the prompt's (never the previous episode's)
+            self._state = np.asarray(options.get("prompt_state", np.zeros(self.task.state_dim)),
+                                     np.float32)[: self.task.state_dim]
             first = self.sim.reset(prompt, options.get("prompt_actions"), embodiment=self.task.embodiment)
             self._recent = [first.numpy()]
             self.frame_index = 0
             self.actions = []
-            obs = self._obs()
-            success, progress = self._verdict()
-            return obs, {"success": success, "progress": progress}
+            return self._observe()
 
         def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
             if not self._recent:
                 raise RuntimeError("call reset(options={'prompt_frames': ...}) before step()")
-            a = np.asarray(action, np.float32).reshape(-1)
-            if a.shape[0] not in (self.task.chunk_dim, self.task.action_dim):
-                raise ValueError(f"task {self.task.name!r} takes a chunk of {self.task.chunk_dim} values or one "
-                                 f"control step of {self.task.action_dim}, got {a.shape[0]}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"action has NaN or inf values: {a.tolist()}")
-            if a.shape[0] == self.task.action_dim:
-                a = np.tile(a, self.task.stride)
+            a = action_rows(self.task, action).reshape(-1)  # one control step is held for the frame
             frame = self.sim.step(a).numpy()
             self.actions.append(a)
             self._recent = (self._recent + [frame])[-2:]
             self.frame_index += 1
-            obs = self._obs()
-            success, progress = self._verdict()
+            obs, info = self._observe()
             truncated = self.frame_index >= self.horizon
-            return obs, progress, False, truncated, {"success": success, "progress": progress}
+            return obs, info["progress"], False, truncated, info
 
         def render(self) -> np.ndarray | None:
             return self._recent[-1] if self._recent else None
