@@ -130,7 +130,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     for i, row in enumerate(summary["rows"]):
         per = ", ".join(f"{v:.2f}" for v in row["scores"].values())
         ref = f"{paper[i]}%" if i < len(paper) else ""
-        lines.append(f"| {row['data']} | {row['mean']:.3f} ± {row['sd']:.3f} | {per} | {ref} |")
+        spread = f"± {row['sd']:.3f}" if len(row["scores"]) > 1 else "(1 seed)"
+        lines.append(f"| {row['data']} | {row['mean']:.3f} {spread} | {per} | {ref} |")
     return "\n".join(lines) + "\n"
 
 
