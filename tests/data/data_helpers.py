@@ -110,3 +110,18 @@ def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: fl
     e.mkdir(parents=True)
     pq.write_table(pa.table(rows), e / "file-000.parquet")
     return actions, frames
+
+
+THREE_IDS = ["a0", "a1", "a2"]
+
+
+def three_episode_dataset(root):
+    """Three arm episodes (6 frames, 8x8, stride 2, action_dim 2) in one train shard; returns (manifest, shard)."""
+    from hma_zoo.data.shards import DatasetWriter, load_manifest
+
+    with DatasetWriter(root, [ARM], image_size=(8, 8)) as w:
+        for i, eid in enumerate(THREE_IDS):
+            w.add(make_episode(eid, ARM, 6, seed=i))
+    manifest = load_manifest(root)
+    (shard,) = manifest["shards"]
+    return manifest, shard

@@ -7,11 +7,10 @@ import json
 import tarfile
 
 import pytest
-from data_helpers import ARM, make_episode
+from data_helpers import THREE_IDS, three_episode_dataset
 
 from hma_zoo.data.shards import (
     DataError,
-    DatasetWriter,
     ReadStats,
     ShardError,
     ShardExpectation,
@@ -19,16 +18,10 @@ from hma_zoo.data.shards import (
     load_manifest,
 )
 
-IDS = ["a0", "a1", "a2"]
+IDS = THREE_IDS
 
 
-def _dataset(root):
-    with DatasetWriter(root, [ARM], image_size=(8, 8)) as w:
-        for i, eid in enumerate(IDS):
-            w.add(make_episode(eid, ARM, 6, seed=i))
-    manifest = load_manifest(root)
-    (shard,) = manifest["shards"]
-    return manifest, shard
+_dataset = three_episode_dataset
 
 
 def _read(root, manifest, shard, **kw):

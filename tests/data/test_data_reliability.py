@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from data_helpers import ARM, make_episode
+from data_helpers import ARM, THREE_IDS, make_episode, three_episode_dataset
 
 from hma_zoo.data.codec import npy_bytes
 from hma_zoo.data.commands import main, validate_dataset
@@ -25,17 +25,10 @@ from hma_zoo.data.shards import (
     load_manifest,
 )
 
-IDS = ["a0", "a1", "a2"]
+IDS = THREE_IDS
 
 
-def _dataset(root):
-    """Three arm episodes (6 frames, 8x8, stride 2, action_dim 2) in one train shard; returns (manifest, shard)."""
-    with DatasetWriter(root, [ARM], image_size=(8, 8)) as w:
-        for i, eid in enumerate(IDS):
-            w.add(make_episode(eid, ARM, 6, seed=i))
-    manifest = load_manifest(root)
-    (shard,) = manifest["shards"]
-    return manifest, shard
+_dataset = three_episode_dataset
 
 
 def _read(root, manifest, shard, **kw):
