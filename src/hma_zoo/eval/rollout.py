@@ -379,24 +379,27 @@ def _open_data(data: Any, model: torch.nn.Module, window: int, multiples: tuple[
 
 
 class _Progress:
-    """A tqdm bar over windows plus an INFO log line with the ETA per batch (visible when stderr is not a TTY)."""
+    """A rich progress bar over windows plus an INFO log line with the ETA per batch (visible when stderr is not a
+    TTY)."""
 
     def __init__(self, total: int, what: str) -> None:
-        from tqdm.auto import tqdm
+        from rich.progress import Progress
 
         self.total, self.what, self.done, self.t0 = total, what, 0, time.monotonic()
-        self.bar = tqdm(total=total, desc=what, unit="window", leave=False)
+        self.bar = Progress(transient=True)
+        self.job = self.bar.add_task(what, total=total)
+        self.bar.start()
 
     def update(self, n: int) -> None:
         self.done += n
-        self.bar.update(n)
+        self.bar.advance(self.job, n)
         elapsed = time.monotonic() - self.t0
         eta = elapsed / self.done * max(0, self.total - self.done)
         log.info("%s: %d/%d windows, %.1f min elapsed, ETA %.1f min", self.what, self.done, self.total,
                  elapsed / 60, eta / 60)
 
     def close(self) -> None:
-        self.bar.close()
+        self.bar.stop()
 
 
 def _load_probe(probe: Any, data: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from rich.progress import Progress, track
 
 from hma_zoo import hub
 from hma_zoo.eval.metrics import psnr
@@ -54,7 +54,7 @@ def _episodes_from_shards(data_dir: str, split: str) -> dict[str, list[np.ndarra
     shards = [s for s in manifest["shards"] if s.get("split") == split]
     if not shards:
         raise KeyError(f"{data_dir} has no {split!r} shards")
-    for shard in tqdm(shards, desc=f"read {split} frames", leave=False):
+    for shard in track(shards, description=f"read {split} frames", transient=True):
         expect = ShardExpectation.from_manifest(manifest, shard)
         for ep in iter_episodes(join(str(data_dir), shard["path"]), expect=expect):
             if ep.frames is None:
@@ -275,36 +275,42 @@ def train_tokenizer(
     tok.train()
     start = time.monotonic()
     running: dict[str, float] = {}
-    bar = tqdm(range(steps), desc=f"train {name}", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        idx = torch.randint(0, pool.shape[0], (batch_size,), generator=gen)
-        images = _to_images(pool[idx])
-        out = tok(images)
-        weight = None if moving is None else 1.0 + motion_weight * moving[idx].unsqueeze(1).float()
-        g_loss, parts = crit.generator_loss(images, out, step, pixel_weight=weight)
-        opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
-        opt.step()
-        if d_opt is not None and crit.adversarial_active(step):
-            d_loss = crit.discriminator_loss(images, out.recon)
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            parts["d"] = d_loss.detach()
-        parts["psnr"] = image_psnr(out.recon, images).mean()
-        for k, v in parts.items():
-            running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
-        if step % 10 == 0:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in running.items() if k in ("l1", "l2", "aux", "psnr")})
-        if step % 200 == 0:
-            log.info("step %d: %s", step, {k: round(v, 5) for k, v in running.items()})
-        if time_limit_s is not None and time.monotonic() - start > time_limit_s:
-            log.info("time limit %.0f s reached after %d steps", time_limit_s, step + 1)
-            break
-    bar.close()
+    bar = Progress(*Progress.get_default_columns(), "{task.fields[stats]}", transient=True, disable=not progress)
+    job = bar.add_task(f"train {name}", total=steps, stats="")
+    bar.start()
+    try:
+        for step in range(steps):
+            bar.advance(job)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            idx = torch.randint(0, pool.shape[0], (batch_size,), generator=gen)
+            images = _to_images(pool[idx])
+            out = tok(images)
+            weight = None if moving is None else 1.0 + motion_weight * moving[idx].unsqueeze(1).float()
+            g_loss, parts = crit.generator_loss(images, out, step, pixel_weight=weight)
+            opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
+            opt.step()
+            if d_opt is not None and crit.adversarial_active(step):
+                d_loss = crit.discriminator_loss(images, out.recon)
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
+                parts["d"] = d_loss.detach()
+            parts["psnr"] = image_psnr(out.recon, images).mean()
+            for k, v in parts.items():
+                running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
+            if step % 10 == 0:
+                bar.update(job, stats=" ".join(f"{k} {v:.4g}" for k, v in running.items()
+                                               if k in ("l1", "l2", "aux", "psnr")))
+            if step % 200 == 0:
+                log.info("step %d: %s", step, {k: round(v, 5) for k, v in running.items()})
+            if time_limit_s is not None and time.monotonic() - start > time_limit_s:
+                log.info("time limit %.0f s reached after %d steps", time_limit_s, step + 1)
+                break
+    finally:
+        bar.stop()
     tok.eval()
     tok.train_metrics = dict(running, steps=step + 1, seconds=time.monotonic() - start)  # type: ignore[attr-defined]
     if isinstance(tok, KLTokenizer):
