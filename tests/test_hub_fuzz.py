@@ -22,6 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from hma_zoo import create_model, hub  # noqa: E402
 from hma_zoo.configs import EmbodimentSpec  # noqa: E402
+from tests.fuzz_helpers import apply_mutation, mutations  # noqa: E402
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -42,24 +43,7 @@ def _saved() -> tuple[Path, dict, dict[str, torch.Tensor], dict[str, bytes]]:
 
 
 def _mutations(size: int) -> st.SearchStrategy:
-    offset = st.integers(0, size - 1)
-    return st.one_of(
-        st.tuples(st.just("truncate"), offset),
-        st.tuples(st.just("flip"), st.lists(st.tuples(offset, st.integers(0, 7)), min_size=1, max_size=3)),
-        st.tuples(st.just("delete"), st.tuples(offset, st.integers(1, 64))),
-    )
-
-
-def _apply(data: bytes, mutation: tuple) -> bytes:
-    kind, arg = mutation
-    if kind == "truncate":
-        return data[:arg]
-    if kind == "delete":
-        return data[:arg[0]] + data[arg[0] + arg[1]:]
-    out = bytearray(data)
-    for pos, bit in arg:
-        out[pos] ^= 1 << bit
-    return bytes(out)
+    return mutations(size, max_flips=3, max_delete=64)
 
 
 def _property(name: str, mutation: tuple) -> None:
@@ -67,7 +51,7 @@ def _property(name: str, mutation: tuple) -> None:
     folder = WORK / "fuzzed"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(src, folder)
-    (folder / name).write_bytes(_apply(files[name], mutation))
+    (folder / name).write_bytes(apply_mutation(files[name], mutation))
     try:
         model = hub.load_pretrained(folder)
     except ValueError as exc:

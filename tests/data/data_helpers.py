@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import zlib
 
 import numpy as np
 
+from hma_zoo.data.codec import npy_bytes
 from hma_zoo.data.schema import EmbodimentInfo, Episode
 
 ARM = EmbodimentInfo("arm", action_dim=2, control_hz=10.0, frame_hz=5.0, action_names=("x", "y"))  # stride 2
@@ -125,3 +129,22 @@ def three_episode_dataset(root):
     manifest = load_manifest(root)
     (shard,) = manifest["shards"]
     return manifest, shard
+
+
+def rewrite_sample(path, key, arrays=None, record=None):
+    """Replace members of sample ``key`` and fix their CRCs in its record and the record's CRC (a buggy writer: the
+    CRCs pass)."""
+    with tarfile.open(path) as tar:
+        items = [(ti, tar.extractfile(ti).read()) for ti in tar]
+    data = {ti.name: d for ti, d in items}
+    rec = json.loads(data[f"{key}.json"])
+    for suffix, arr in (arrays or {}).items():
+        data[f"{key}.{suffix}"] = npy_bytes(arr)
+        rec["members"][suffix] = zlib.crc32(data[f"{key}.{suffix}"])
+    rec.update(record or {})
+    data[f"{key}.json"] = json.dumps(rec).encode()
+    data[f"{key}.json.crc"] = str(zlib.crc32(data[f"{key}.json"])).encode()
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for ti, _ in items:
+            ti.size = len(data[ti.name])
+            tar.addfile(ti, io.BytesIO(data[ti.name]))

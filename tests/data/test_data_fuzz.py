@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import atexit
 import io
-import json
 import shutil
 import tarfile
 import tempfile
 import zipfile
-import zlib
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import ARM, make_episode
+from data_helpers import ARM, make_episode, rewrite_sample
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from tests.fuzz_helpers import apply_mutation, mutations  # noqa: E402
 
-from hma_zoo.data.codec import npy_bytes  # noqa: E402
 from hma_zoo.data.schema import ImporterError  # noqa: E402
 from hma_zoo.data.shards import (  # noqa: E402
     MANIFEST,
@@ -53,32 +51,6 @@ atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------------ mutations
-def _mutations(size: int, hot: list[int]) -> st.SearchStrategy:
-    """Damage to a byte string of ``size`` bytes: a cut, 1-4 bit flips (half of them near the ``hot`` offsets:
-    headers and records) or a deleted range."""
-    anywhere = st.integers(0, size - 1)
-    near_hot = st.tuples(st.sampled_from(hot), st.integers(0, 160)).map(lambda t: min(t[0] + t[1], size - 1))
-    offset = st.one_of(anywhere, near_hot)
-    return st.one_of(
-        st.tuples(st.just("truncate"), offset),
-        st.tuples(st.just("flip"), st.lists(st.tuples(offset, st.integers(0, 7)), min_size=1, max_size=4)),
-        st.tuples(st.just("delete"), st.tuples(offset, st.integers(1, 700))),
-    )
-
-
-def _apply(data: bytes, mutation: tuple) -> bytes:
-    kind, arg = mutation
-    if kind == "truncate":
-        return data[:arg]
-    if kind == "delete":
-        start, n = arg
-        return data[:start] + data[start + n:]
-    out = bytearray(data)
-    for pos, bit in arg:
-        out[pos] ^= 1 << bit
-    return bytes(out)
-
-
 def _same(a, b) -> bool:
     for name in ("frames", "actions", "proprio", "reward", "success"):
         x, y = getattr(a, name), getattr(b, name)
@@ -109,7 +81,7 @@ def _dataset() -> tuple[Path, dict, dict, bytes, list[int]]:
 def _shard_property(mutation: tuple, on_error: str = "raise") -> None:
     root, manifest, original, data, _ = _dataset()
     path = WORK / "fuzz.tar"
-    path.write_bytes(_apply(data, mutation))
+    path.write_bytes(apply_mutation(data, mutation))
     expect = ShardExpectation.from_manifest(manifest, manifest["shards"][0])
     stats = ReadStats()
     try:
@@ -125,7 +97,7 @@ def _shard_property(mutation: tuple, on_error: str = "raise") -> None:
 
 def _shard_mutations() -> st.SearchStrategy:
     _, _, _, data, hot = _dataset()
-    return _mutations(len(data), hot)
+    return mutations(len(data), hot)
 
 
 @FAST
@@ -142,18 +114,7 @@ def test_fuzz_shard_reader_skip_mode_counts_what_it_skips(data) -> None:
 
 def _buggy_rewrite(path: Path, key: str, suffix: str, arr: np.ndarray) -> None:
     """Replace one member by ``arr`` with CRCs that pass (a buggy writer), so only the content checks can see it."""
-    with tarfile.open(path) as tar:
-        items = [(ti, tar.extractfile(ti).read()) for ti in tar]
-    data = {ti.name: d for ti, d in items}
-    rec = json.loads(data[f"{key}.json"])
-    data[f"{key}.{suffix}"] = npy_bytes(arr)
-    rec["members"][suffix] = zlib.crc32(data[f"{key}.{suffix}"])
-    data[f"{key}.json"] = json.dumps(rec).encode()
-    data[f"{key}.json.crc"] = str(zlib.crc32(data[f"{key}.json"])).encode()
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for ti, _ in items:
-            ti.size = len(data[ti.name])
-            tar.addfile(ti, io.BytesIO(data[ti.name]))
+    rewrite_sample(path, key, {suffix: arr})
 
 
 _DTYPES = st.sampled_from(["uint8", "uint16", "int64", "float16", "float32", "float64", "bool"])
@@ -192,7 +153,7 @@ def _manifest_property(mutation: tuple) -> None:
     if not copy.exists():
         shutil.copytree(root, copy)
     text = (root / MANIFEST).read_bytes()
-    (copy / MANIFEST).write_bytes(_apply(text, mutation))
+    (copy / MANIFEST).write_bytes(apply_mutation(text, mutation))
     try:
         m = load_manifest(copy)
         got = {ep.episode_id: ep for s in m["shards"]
@@ -212,7 +173,7 @@ def _manifest_mutations() -> st.SearchStrategy:
     root = _dataset()[0]
     text = (root / MANIFEST).read_bytes()
     hot = [i for i in range(len(text)) if text[i:i + 1] in (b'"', b":", b"[")][::7]
-    return _mutations(len(text), hot)
+    return mutations(len(text), hot)
 
 
 @FAST
@@ -260,7 +221,7 @@ def _import_property(raw: bytes, frames: np.ndarray | None, actions: np.ndarray 
 @given(st.data())
 def test_fuzz_npz_importer_damaged_file(data) -> None:
     raw, frames, actions, hot = _npz()
-    _import_property(_apply(raw, data.draw(_mutations(len(raw), hot))), frames, actions, "bytes")
+    _import_property(apply_mutation(raw, data.draw(mutations(len(raw), hot))), frames, actions, "bytes")
 
 
 _FRAME_SHAPES = st.tuples(st.integers(0, 6), st.sampled_from([1, 8]), st.sampled_from([1, 8]),
@@ -316,4 +277,4 @@ def test_fuzz_manifest_long(data) -> None:
 @given(st.data())
 def test_fuzz_npz_importer_long(data) -> None:
     raw, frames, actions, hot = _npz()
-    _import_property(_apply(raw, data.draw(_mutations(len(raw), hot))), frames, actions, "bytes")
+    _import_property(apply_mutation(raw, data.draw(mutations(len(raw), hot))), frames, actions, "bytes")

@@ -3,16 +3,13 @@ shards and wrong contents are named errors (``on_error="raise"``) or counted (``
 
 import io
 import itertools
-import json
 import pickle
 import tarfile
-import zlib
 
 import numpy as np
 import pytest
-from data_helpers import ARM, THREE_IDS, make_episode, three_episode_dataset
+from data_helpers import ARM, THREE_IDS, make_episode, rewrite_sample, three_episode_dataset
 
-from hma_zoo.data.codec import npy_bytes
 from hma_zoo.data.commands import main, validate_dataset
 from hma_zoo.data.datamodule import HMADataModule
 from hma_zoo.data.shards import (
@@ -41,23 +38,7 @@ def _header_offset(path, prefix):
         return next(ti.offset for ti in tar if ti.name.startswith(prefix))
 
 
-def _rewrite(path, key, arrays=None, record=None):
-    """Replace members of sample ``key`` and fix their CRCs in its record and the record's CRC (a buggy writer: the
-    CRCs pass)."""
-    with tarfile.open(path) as tar:
-        items = [(ti, tar.extractfile(ti).read()) for ti in tar]
-    data = {ti.name: d for ti, d in items}
-    rec = json.loads(data[f"{key}.json"])
-    for suffix, arr in (arrays or {}).items():
-        data[f"{key}.{suffix}"] = npy_bytes(arr)
-        rec["members"][suffix] = zlib.crc32(data[f"{key}.{suffix}"])
-    rec.update(record or {})
-    data[f"{key}.json"] = json.dumps(rec).encode()
-    data[f"{key}.json.crc"] = str(zlib.crc32(data[f"{key}.json"])).encode()
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for ti, _ in items:
-            ti.size = len(data[ti.name])
-            tar.addfile(ti, io.BytesIO(data[ti.name]))
+_rewrite = rewrite_sample
 
 
 # ------------------------------------------------------------------------------------------------- tar structure

@@ -171,6 +171,17 @@ def read_episodes(data: str | os.PathLike, split: str, embodiment: str) -> list[
     return sorted(eps, key=lambda e: e.episode_id)
 
 
+def _first_episodes(data: str | os.PathLike, split: str, task: TaskSpec, n: int | None) -> list[Any]:
+    """The first ``n`` (all when ``None``) ``split`` episodes of the task's embodiment in ``data``, by id; a
+    ValueError when there are none or fewer than ``n``."""
+    eps = read_episodes(data, split, task.embodiment)
+    if not eps:
+        raise ValueError(f"{data} has no {split!r} episodes of {task.embodiment!r} (task {task.name!r})")
+    if n is not None and n > len(eps):
+        raise ValueError(f"asked for {n} episodes but {data} holds {len(eps)} {split!r} episodes")
+    return eps if n is None else eps[:n]
+
+
 def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "train", episodes: int | None = None,
                      extra: Sequence[str | os.PathLike] = (), extra_episodes: int | None = None) -> TaskFrames:
     """Read the ``split`` episodes of a task dataset (``hma-zoo policy demos``; or any dataset of the task's
@@ -185,22 +196,9 @@ def load_task_frames(data: str | os.PathLike, task: TaskSpec, split: str = "trai
         extra_episodes: add only the first ``extra_episodes`` (by id) of each ``extra`` dataset (nested subsets:
             the first 10 are among the first 50).
     """
-    eps = read_episodes(data, split, task.embodiment)
-    if not eps:
-        raise ValueError(f"{data} has no {split!r} episodes of {task.embodiment!r} (task {task.name!r})")
-    if episodes is not None:
-        if episodes > len(eps):
-            raise ValueError(f"asked for {episodes} episodes but {data} holds {len(eps)} {split!r} episodes")
-        eps = eps[:episodes]
+    eps = _first_episodes(data, split, task, episodes)
     for more in extra:
-        extra_eps = read_episodes(more, "train", task.embodiment)
-        if not extra_eps:
-            raise ValueError(f"{more} has no train episodes of {task.embodiment!r}")
-        if extra_episodes is not None:
-            if extra_episodes > len(extra_eps):
-                raise ValueError(f"asked for {extra_episodes} extra episodes but {more} holds {len(extra_eps)}")
-            extra_eps = extra_eps[:extra_episodes]
-        eps += extra_eps
+        eps += _first_episodes(more, "train", task, extra_episodes)
     frames, prev, chunk, has, goal, label, epi, ep_succ, state = [], [], [], [], [], [], [], [], []
     offset, s, a = 0, task.stride, task.action_dim
     for k, ep in enumerate(eps):

@@ -327,23 +327,26 @@ def _episode_arrays(raw: dict[str, Any], where: str, keys: dict[str, str | None]
         _check_finite(proprio, "proprio", where)
         extra["proprio"] = proprio
     if raw["reward"] is not None:
-        reward = np.asarray(raw["reward"], np.float32).reshape(-1)
-        if reward.shape[0] != actions.shape[0]:
-            raise ImporterError(f"{where}: reward {keys['reward']!r} has {reward.shape[0]} entries for "
-                                f"{actions.shape[0]} actions; it needs one per action (control step)")
+        reward = _per_action(np.asarray(raw["reward"], np.float32), "reward", keys, actions.shape[0], where)
         _check_finite(reward, "reward", where)
         extra["reward"] = reward
     if raw["success"] is not None:
-        success = np.asarray(raw["success"]).reshape(-1)
-        if success.shape[0] != actions.shape[0]:
-            raise ImporterError(f"{where}: success {keys['success']!r} has {success.shape[0]} entries for "
-                                f"{actions.shape[0]} actions; it needs one per action (control step)")
+        success = _per_action(np.asarray(raw["success"]), "success", keys, actions.shape[0], where)
         if success.dtype != bool and not np.isin(success, (0, 1)).all():
             raise ImporterError(f"{where}: success {keys['success']!r} holds values other than 0 or 1 "
                                 f"({np.unique(success)[:5].tolist()}); store a per-step success flag")
         extra["success"] = success.astype(bool)
     frames = to_uint8_frames(frames, image_size, where, frame_scale)
     return {"frames": frames, "actions": actions, "extra": extra}
+
+
+def _per_action(values: np.ndarray, name: str, keys: dict[str, Any], n_actions: int, where: str) -> np.ndarray:
+    """``values`` flattened to one entry per action (control step); an ImporterError names the key otherwise."""
+    flat = values.reshape(-1)
+    if flat.shape[0] != n_actions:
+        raise ImporterError(f"{where}: {name} {keys[name]!r} has {flat.shape[0]} entries for {n_actions} actions; "
+                            "it needs one per action (control step)")
+    return flat
 
 
 def import_folder(
