@@ -9,7 +9,7 @@ model's factorised embedding sees exactly the quantiser's channel groups.
 
 * :class:`FSQ`: finite scalar quantisation (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made
   Simple"): bound each dimension with a shifted ``tanh`` to ``L`` levels and round (straight-through). No
-  auxiliary loss.
+  auxiliary loss. The quantisation itself is ``vector_quantize_pytorch.FSQ``; this class adds the ids.
 * :class:`LFQ`: lookup-free quantisation (Yu et al. 2023, MAGVIT-v2): each dimension is a sign bit, with an
   entropy penalty (per-sample entropy down, batch entropy up) computed per factor group, so that even a 2^18
   vocabulary only needs softmaxes over at most ``max(factor_sizes)`` codes.
@@ -135,25 +135,38 @@ class _MixedRadix(nn.Module):
 class FSQ(_MixedRadix):
     """Finite scalar quantisation: ``z [..., D] -> codes [..., D]`` in ``[-1, 1]`` and ids ``[...]``.
 
-    Dimension ``i`` has ``levels[i]`` values; an even ``L`` gets the half-step offset of the FSQ paper so
-    that exactly ``L`` integers are reachable.
+    A thin wrapper of ``vector_quantize_pytorch.FSQ`` (the bounding ``tanh``, the half-step offset that gives an
+    even ``L`` exactly ``L`` reachable values, straight-through rounding, full precision under autocast), with the
+    zoo's interface around it: exact integer ids on the factorised vocabulary (first dimension least significant,
+    as vector-quantize-pytorch orders them too), :meth:`ids_to_codes` that refuses ids outside the vocabulary, and
+    :class:`QuantizerOutput`. The wrapped module holds no weights, so the state dict is that of the hand-written
+    quantiser it replaced and its ids are the same (tests/tokenizers/test_quantizers.py).
+
+    Args:
+        levels: values per dimension, each at least 3 (a 2-level dimension cannot be bounded with a useful gradient:
+            use ``LFQ`` for one bit per dimension).
+        factor_sizes: the vocabulary factors the levels group into (see :func:`group_levels`).
     """
 
-    def __init__(self, levels: tuple[int, ...], factor_sizes: tuple[int, ...], eps: float = 1e-3) -> None:
+    def __init__(self, levels: tuple[int, ...], factor_sizes: tuple[int, ...]) -> None:
         super().__init__(levels, factor_sizes)
-        lv = torch.tensor(self.levels, dtype=torch.float32)
-        half_l = (lv - 1) * (1 + eps) / 2
-        offset = torch.where(lv % 2 == 0, 0.5, 0.0)
-        self.register_buffer("_half_l", half_l, persistent=False)
-        self.register_buffer("_offset", offset, persistent=False)
-        self.register_buffer("_shift", torch.atanh(offset / half_l), persistent=False)
+        if min(self.levels) < 3:
+            raise ValueError(f"FSQ levels must be at least 3, got {self.levels}: a 2-level dimension has a vanishing "
+                             "gradient through the bounding tanh; use quantizer='lfq' for one bit per dimension, or "
+                             "levels of 3 or more")
+        from vector_quantize_pytorch import FSQ as _FSQ
+
+        # dim == len(levels): no projections, so no parameters; ids are computed here (exact int64, any vocabulary)
+        self.fsq = _FSQ(list(self.levels), dim=self.dim, return_indices=False)
         self.register_buffer("_half_width", torch.div(self._levels, 2, rounding_mode="floor"), persistent=False)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        bounded = torch.tanh(z + self._shift) * self._half_l - self._offset
-        rounded = bounded + (bounded.round() - bounded).detach()
-        codes = rounded / self._half_width
-        digits = rounded.detach().round().long() + self._half_width
+        """``z [..., D]`` -> codes ``[..., D]`` (straight-through gradients), ids int64 ``[...]``, zero loss."""
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"FSQ takes [..., {self.dim}] (one value per level), got {tuple(z.shape)}")
+        codes, _ = self.fsq(z.reshape(1, -1, self.dim))  # [batch, sequence, D]: channel-last for the library
+        codes = codes.reshape(z.shape)
+        digits = (codes.detach() * self._half_width).round().long() + self._half_width
         return QuantizerOutput(codes, self.digits_to_ids(digits), z.new_zeros(()))
 
     def ids_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
