@@ -1,7 +1,8 @@
 """``hma-zoo quickstart``: the README's main job end to end on a CPU, about 12 minutes on an idle 2-core machine.
 
 1. data: build ``data/sim-mix-mini`` (4 simulated robots) if it is missing (:func:`hma_zoo.data.build_mixture`);
-2. tokenizer: copy the shipped ``tok-vq-f4-4k.simmix`` (``--train-tokenizer`` trains one), or reuse
+2. tokenizer: copy the shipped ``tok-vq-f4-4k.simmix`` (``--train-tokenizer`` trains one with Lightning:
+   :func:`hma_zoo.tokenizers.train.train_tokenizer` fits ``TokenizerLitModule``), or reuse
    ``outputs/quickstart/tokenizer``;
 3. token shards: tokenise the dataset once (``data/sim-mix-mini-tok``), so training never runs the tokenizer;
 4. world model: ``hma-zoo fit --config recipes/quickstart.yaml`` (hma-vq-t64, a fixed number of steps: the result

@@ -1,7 +1,7 @@
 """The learning-rate schedule shared by every trainer of the project: linear warm-up, then constant or cosine.
 
-Used by :class:`hma_zoo.lit.HMALitModule`, :class:`hma_zoo.lit.TokenizerLitModule` and
-:func:`hma_zoo.tokenizers.train.train_tokenizer` (one implementation, so the three cannot drift apart).
+Used by :class:`hma_zoo.lit.HMALitModule` and :class:`hma_zoo.lit.TokenizerLitModule` (which
+:func:`hma_zoo.tokenizers.train.train_tokenizer` runs): one implementation, so they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
 """LightningModule that trains a zoo video tokenizer on ``batch["frames"]`` from :class:`hma_zoo.data.HMADataModule`.
 
-The tokenizer is built by registry name (``tok-vq-f8-1k``, ``tok-kl-f8-c4``, ...) plus constructor overrides; the
-module holds only losses, optimisation and logging (recon PSNR/SSIM per embodiment, codebook usage, sample images
-to TensorBoard). Optimisation is manual so the optional adversarial loss can alternate generator and
-discriminator steps. At the end of fit a KL tokenizer's latent scale is computed from training frames, and the
-tokenizer is written with :func:`hma_zoo.hub.save_pretrained` if ``export_dir`` is set.
+The tokenizer is built by registry name (``tok-vq-f8-1k``, ``tok-kl-f8-c4``, ...) plus constructor overrides, or
+continued from a saved one (``init_from``); the module holds only losses, optimisation and logging (recon
+PSNR/SSIM per embodiment, codebook usage, sample images to TensorBoard). Optimisation is manual so the optional
+adversarial loss can alternate generator and discriminator steps. At the end of fit a KL tokenizer's latent scale
+is computed from training frames, and the tokenizer is written with :func:`hma_zoo.hub.save_pretrained` if
+``export_dir`` is set.
+
+It is the project's one tokenizer trainer: ``hma-zoo fit --config recipes/tokenizer/...`` runs it on episode shards,
+and :func:`hma_zoo.tokenizers.train.train_tokenizer` (the quickstart, ``new-robot``) runs it on frames in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +23,9 @@ import torch
 
 from hma_zoo import hub
 from hma_zoo.schedules import warmup_schedule
-from hma_zoo.tokenizers import KLTokenizer, create_tokenizer
+from hma_zoo.tokenizers import KLTokenizer, Tokenizer, create_tokenizer
 from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, ssim
-from hma_zoo.tokenizers.train import image_psnr
+from hma_zoo.tokenizers.train import image_psnr, motion_masks
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,16 @@ class TokenizerLitModule(pl.LightningModule):
         num_log_images: images in each logged grid.
         scale_sample_frames: frames kept from training batches for the KL scale fit.
         export_dir: if set, ``save_pretrained`` the trained tokenizer there at the end of fit.
+        motion_weight: extra weight of the pixels that move (:func:`hma_zoo.tokenizers.train.motion_masks`) in the
+            L1 / L2 terms: a moving pixel counts ``1 + motion_weight`` times. The mask is ``batch["motion"]`` (bool
+            ``[B, T, H, W]``) when the batch has one, else it is computed from each window's frames (in time order).
+        init_from: continue from a saved tokenizer (folder, tag or hub id); its architecture replaces ``tokenizer``
+            and ``tokenizer_overrides``.
+        time_limit_s: stop after this many seconds of training; the cosine then decays by whichever of steps and
+            time runs out first.
+
+    ``train_metrics`` holds running means (0.95 exponential) of the logged loss parts and PSNR, the generator steps
+    and the training seconds (what :func:`~hma_zoo.tokenizers.train.train_tokenizer` stores as ``meta["train"]``).
     """
 
     def __init__(
@@ -65,21 +80,40 @@ class TokenizerLitModule(pl.LightningModule):
         num_log_images: int = 8,
         scale_sample_frames: int = 2048,
         export_dir: str | None = None,
+        motion_weight: float = 0.0,
+        init_from: str | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
         super().__init__()
         # The CLI links data facts (embodiments, window, ...) into every model; a tokenizer takes none of them,
         # and keeping them in hparams would clash with the data module's own hparams of the same names.
         self.save_hyperparameters(ignore=["embodiments", "max_chunk_dim", "window", "token_info"])
         self.automatic_optimization = False
-        self.tokenizer = create_tokenizer(tokenizer, **(tokenizer_overrides or {}))
+        if motion_weight < 0:
+            raise ValueError(f"motion_weight must be >= 0, got {motion_weight}")
+        if init_from is not None:
+            from hma_zoo.tokenizers import load_tokenizer
+
+            self.tokenizer: Tokenizer = load_tokenizer(init_from)
+        else:
+            self.tokenizer = create_tokenizer(tokenizer, **(tokenizer_overrides or {}))
         self.criterion = TokenizerLoss(l1_weight, l2_weight, grad_weight, adv_weight, adv_start_step, disc_width)
         self._scale_sample: list[torch.Tensor] = []
         self._val_counts: torch.Tensor | None = None
         self._val_logged_images = False
+        self.train_metrics: dict[str, float] = {}
+        self._start: float | None = None
 
     # ------------------------------------------------------------------ data plumbing
     def _images(self, batch: dict[str, Any], train: bool) -> tuple[torch.Tensor, list[str]]:
         """``batch["frames"]`` uint8 ``[B, T, H, W, 3]`` -> images ``[N, 3, H, W]`` in [-1, 1] and their embodiments."""
+        images, embodiments, _ = self._images_and_weights(batch, train)
+        return images, embodiments
+
+    def _images_and_weights(
+        self, batch: dict[str, Any], train: bool
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """:meth:`_images` plus the per-pixel loss weight ``[N, 1, H, W]`` (``None`` without ``motion_weight``)."""
         if "frames" not in batch:
             raise KeyError(
                 "TokenizerLitModule trains on batch['frames'] (uint8 [B, T, H, W, 3]); this batch has "
@@ -91,13 +125,22 @@ class TokenizerLitModule(pl.LightningModule):
         self.tokenizer._check_frames(frames)
         b, t = frames.shape[:2]
         embodiments = list(batch.get("embodiment", ["?"] * b))
+        moving = None
+        if train and self.hparams.motion_weight > 0:
+            moving = batch.get("motion")
+            if moving is None:  # each window's frames are in time order
+                moving = torch.stack([motion_masks(f.cpu()) for f in frames]).to(frames.device)
+            moving = moving.reshape(b, t, *frames.shape[2:4])
         k = self.hparams.frames_per_sample
         if train and k is not None and k < t:
             idx = torch.rand(b, t, device=frames.device).argsort(1)[:, :k]
             frames = torch.gather(frames, 1, idx[:, :, None, None, None].expand(-1, -1, *frames.shape[2:]))
+            if moving is not None:
+                moving = torch.gather(moving, 1, idx[:, :, None, None].expand(-1, -1, *moving.shape[2:]))
             t = k
         images = frames.flatten(0, 1).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        return images, [e for e in embodiments for _ in range(t)]
+        weight = None if moving is None else 1.0 + self.hparams.motion_weight * moving.flatten(0, 1)[:, None].float()
+        return images, [e for e in embodiments for _ in range(t)], weight
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> Any:
@@ -106,7 +149,11 @@ class TokenizerLitModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 10_000
 
         def factor(step: int) -> float:
-            return warmup_schedule(step, hp.warmup_steps, "cosine", total, 0.1)
+            # with a time limit, decay by whichever budget runs out first: steps or time
+            floor = 0.0
+            if hp.time_limit_s and self._start is not None:
+                floor = (time.monotonic() - self._start) / hp.time_limit_s
+            return warmup_schedule(step, hp.warmup_steps, "cosine", total, 0.1, progress_floor=floor)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         opts: list[torch.optim.Optimizer] = [opt]
@@ -114,15 +161,18 @@ class TokenizerLitModule(pl.LightningModule):
             opts.append(torch.optim.AdamW(self.criterion.discriminator.parameters(), lr=hp.lr, betas=(0.5, 0.9)))
         return opts, [{"scheduler": sched, "interval": "step"}]
 
+    def on_train_start(self) -> None:
+        self._start = time.monotonic()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, _ = self._images(batch, train=True)
+        images, _, weight = self._images_and_weights(batch, train=True)
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         sched = self.lr_schedulers()
         # generator steps (Lightning's global_step counts the discriminator's optimizer steps too)
         step = int(sched.last_epoch) if sched is not None else self.global_step  # type: ignore[union-attr]
         out = self.tokenizer(images)
-        loss, parts = self.criterion.generator_loss(images, out, step)
+        loss, parts = self.criterion.generator_loss(images, out, step, pixel_weight=weight)
         opts[0].zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.hparams.grad_clip:
@@ -146,7 +196,21 @@ class TokenizerLitModule(pl.LightningModule):
             self._keep_scale_sample(batch["frames"])
         if self.hparams.log_images_every_n_steps and step % self.hparams.log_images_every_n_steps == 0:
             self._log_images("train/samples", images, out.recon)
+        self._track(parts, step)
         return loss.detach()
+
+    def _track(self, parts: dict[str, torch.Tensor], step: int) -> None:
+        """Running means of the loss parts in ``train_metrics``; stop the fit when ``time_limit_s`` has passed."""
+        running = self.train_metrics
+        for k, v in parts.items():
+            running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
+        seconds = time.monotonic() - (self._start if self._start is not None else time.monotonic())
+        running.update(steps=step + 1, seconds=seconds)
+        if step % 200 == 0:
+            log.info("step %d: %s", step, {k: round(v, 5) for k, v in running.items()})
+        if self.hparams.time_limit_s is not None and seconds > self.hparams.time_limit_s:
+            log.info("time limit %.0f s reached after %d steps", self.hparams.time_limit_s, step + 1)
+            self.trainer.should_stop = True
 
     def _keep_scale_sample(self, frames: torch.Tensor) -> None:
         kept = sum(f.shape[0] for f in self._scale_sample)

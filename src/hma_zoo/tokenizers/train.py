@@ -1,9 +1,12 @@
-"""Plain-python tokenizer training and evaluation (no LightningCLI needed): used by the quickstart and reports.
+"""Tokenizer training on frames held in memory, and evaluation: used by the quickstart, ``new-robot`` and reports.
 
 ::
 
     from hma_zoo.tokenizers.train import train_tokenizer
     tok = train_tokenizer("tok-vq-f8-1k", "data/sim-mix-mini", steps=2000, out_dir="outputs/tokenizers/tok-vq-f8-1k")
+
+:func:`train_tokenizer` is a Lightning ``Trainer`` fitting :class:`hma_zoo.lit.tokenizer.TokenizerLitModule` (the
+one tokenizer training step, also run by ``hma-zoo fit --config recipes/tokenizer/...``) on a :class:`FramePool`.
 
 Frames come from :func:`load_frames`: a folder of ``*.npz`` arrays (``train`` / ``val`` keys, uint8
 ``[..., H, W, 3]``, one file per embodiment) or an episode-shard dataset read through
@@ -16,20 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress, track
+from rich.progress import track
 
 from hma_zoo import hub
 from hma_zoo.eval.metrics import psnr
-from hma_zoo.schedules import warmup_schedule
-from hma_zoo.tokenizers import KLTokenizer, Tokenizer, create_tokenizer
-from hma_zoo.tokenizers.losses import TokenizerLoss, codebook_usage, ssim
+from hma_zoo.tokenizers import Tokenizer
+from hma_zoo.tokenizers.losses import codebook_usage, ssim
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,75 @@ def evaluate_tokenizer(
     return results
 
 
+class FramePool(torch.utils.data.Dataset):
+    """Frames in memory, fetched a whole batch at a time: ``pool[idx]`` for a list of ``B`` indices is the batch
+    ``{"frames": uint8 [B, 1, H, W, 3], "embodiment": [str] * B[, "motion": bool [B, 1, H, W]]}`` that
+    :class:`hma_zoo.lit.tokenizer.TokenizerLitModule` trains on (one frame per sample).
+
+    Args:
+        frames: uint8 ``[N, H, W, 3]``.
+        moving: optional motion mask ``[N, H, W]`` (:func:`motion_masks`) of the same frames.
+        names: the embodiment of each frame (``N`` names), for per-embodiment logging.
+    """
+
+    def __init__(self, frames: torch.Tensor, moving: torch.Tensor | None = None,
+                 names: list[str] | None = None) -> None:
+        self.frames, self.moving = frames, moving
+        self.names = names if names is not None else ["?"] * frames.shape[0]
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def __getitem__(self, idx: list[int] | torch.Tensor) -> dict[str, Any]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        batch: dict[str, Any] = {"frames": self.frames[idx].unsqueeze(1),
+                                 "embodiment": [self.names[i] for i in idx.tolist()]}
+        if self.moving is not None:
+            batch["motion"] = self.moving[idx].unsqueeze(1)
+        return batch
+
+
+class UniformBatches(torch.utils.data.Sampler):
+    """``steps`` batches of ``batch_size`` indices drawn uniformly (with replacement) from ``range(n)``, from a
+    generator seeded with ``seed``: the same draws on every run, independent of the model's random stream."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int = 0) -> None:
+        self.n, self.batch_size, self.steps, self.seed = int(n), int(batch_size), int(steps), int(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Any:
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.steps):
+            yield torch.randint(0, self.n, (self.batch_size,), generator=gen)
+
+
+def _training_pool(
+    data_dir: str | os.PathLike | None, frames: Mapping[str, torch.Tensor] | None, motion_weight: float
+) -> FramePool:
+    """All training frames of ``data_dir`` (or ``frames``) in one :class:`FramePool`, with motion masks when
+    ``motion_weight > 0``."""
+    moving: torch.Tensor | None = None
+    if frames is None:
+        if data_dir is None:
+            raise ValueError("train_tokenizer needs data_dir or frames")
+        episodes = load_episode_frames(data_dir, "train")
+        frames = {k: torch.from_numpy(np.concatenate(v)) for k, v in episodes.items()}
+        if motion_weight > 0:
+            moving = torch.cat([motion_masks(e) for v in episodes.values() for e in v])
+    elif motion_weight > 0:
+        moving = torch.cat([motion_masks(f.reshape(-1, *f.shape[-3:])) for f in frames.values()])
+    flat = {k: f.reshape(-1, *f.shape[-3:]) for k, f in frames.items()}
+    pool = torch.cat(list(flat.values()))
+    if pool.dtype != torch.uint8 or pool.shape[-1] != 3:
+        raise ValueError(f"training frames must be uint8 [..., H, W, 3], got {pool.dtype} {tuple(pool.shape)}")
+    if moving is not None:
+        log.info("motion weighting: %.1f%% of training pixels move (weight %.1f)",
+                 100 * float(moving.float().mean()), 1 + motion_weight)
+    return FramePool(pool, moving, [k for k, f in flat.items() for _ in range(f.shape[0])])
+
+
 def train_tokenizer(
     name: str,
     data_dir: str | os.PathLike | None,
@@ -190,8 +260,11 @@ def train_tokenizer(
     num_threads: int | None = None,
     init_from: str | os.PathLike | None = None,
     motion_weight: float = 0.0,
+    accelerator: str = "cpu",
 ) -> Tokenizer:
-    """Train tokenizer ``name`` on frames of ``data_dir`` and return it (saved to ``out_dir`` if given).
+    """Train tokenizer ``name`` on the frames of ``data_dir`` held in memory and return it (saved to ``out_dir`` if
+    given): a Lightning ``Trainer`` fitting :class:`hma_zoo.lit.tokenizer.TokenizerLitModule` on a
+    :class:`FramePool`, so this and ``hma-zoo fit --config recipes/tokenizer/...`` share one training step.
 
     Args:
         name: registry name, e.g. ``"tok-vq-f8-1k"`` or ``"tok-kl-f8-c4"``.
@@ -199,7 +272,7 @@ def train_tokenizer(
         steps: optimiser steps (cosine decay to 10% after ``warmup_steps`` of linear warm-up; with
             ``time_limit_s`` the decay follows whichever of steps and time runs out first).
         frames: embodiment -> uint8 ``[N, H, W, 3]`` training frames, instead of ``data_dir``.
-        batch_size: images per step (drawn uniformly from all frames).
+        batch_size: images per step (drawn uniformly from all frames, with replacement).
         lr, weight_decay: AdamW settings.
         loss: keyword arguments of :class:`~hma_zoo.tokenizers.losses.TokenizerLoss` (weights, adversarial).
         overrides: constructor overrides of the tokenizer (e.g. ``{"vocab_size": 2**14}``).
@@ -215,107 +288,48 @@ def train_tokenizer(
         motion_weight: extra weight of the pixels that move between frames (:func:`motion_masks`) in the L1 / L2
             terms: a moving pixel counts ``1 + motion_weight`` times. Needs episodes in time order (``data_dir``,
             or ``frames`` given as consecutive frames of one sequence per embodiment).
+        accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``).
 
     Returns:
-        The trained tokenizer (eval mode); ``tokenizer.train_metrics`` holds the final losses, and
-        ``tokenizer.val_metrics`` the validation figures when ``out_dir`` was given.
+        The trained tokenizer (eval mode); ``tokenizer.train_metrics`` holds the final running losses, steps and
+        seconds, and ``tokenizer.val_metrics`` the validation figures when ``out_dir`` was given.
     """
+    import lightning.pytorch as pl
+
+    from hma_zoo.lit.tokenizer import TokenizerLitModule
+
+    old_threads = torch.get_num_threads()
     if num_threads is not None:
-        old_threads = torch.get_num_threads()
         torch.set_num_threads(num_threads)
-        try:
-            return train_tokenizer(
-                name, data_dir, steps, frames=frames, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-                weight_decay=weight_decay, loss=loss, overrides=overrides, out_dir=out_dir, val_frames=val_frames,
-                time_limit_s=time_limit_s, seed=seed, progress=progress, num_threads=None, init_from=init_from,
-                motion_weight=motion_weight,
-            )
-        finally:
-            torch.set_num_threads(old_threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    moving: torch.Tensor | None = None
-    if frames is None:
-        if data_dir is None:
-            raise ValueError("train_tokenizer needs data_dir or frames")
-        episodes = load_episode_frames(data_dir, "train")
-        frames = {k: torch.from_numpy(np.concatenate(v)) for k, v in episodes.items()}
-        if motion_weight > 0:
-            moving = torch.cat([motion_masks(e) for v in episodes.values() for e in v])
-    elif motion_weight > 0:
-        moving = torch.cat([motion_masks(f.reshape(-1, *f.shape[-3:])) for f in frames.values()])
-    if motion_weight < 0:
-        raise ValueError(f"motion_weight must be >= 0, got {motion_weight}")
-    pool = torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames.values()])
-    if moving is not None:
-        log.info("motion weighting: %.1f%% of training pixels move (weight %.1f)",
-                 100 * float(moving.float().mean()), 1 + motion_weight)
-    if pool.dtype != torch.uint8 or pool.shape[-1] != 3:
-        raise ValueError(f"training frames must be uint8 [..., H, W, 3], got {pool.dtype} {tuple(pool.shape)}")
-    if init_from is not None:
-        tok = hub.load_pretrained(init_from, kind="tokenizer")
-        assert isinstance(tok, Tokenizer)
-        if tuple(tok.spec.image_size) != tuple(pool.shape[1:3]):
-            raise ValueError(f"{init_from} takes {tok.spec.image_size} frames, the data has {tuple(pool.shape[1:3])}")
-    else:
-        tok = create_tokenizer(name, image_size=tuple(pool.shape[1:3]), **(overrides or {}))
-    crit = TokenizerLoss(**(loss or {}))
-    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
-    d_opt = (
-        torch.optim.AdamW(crit.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
-        if crit.discriminator is not None
-        else None
-    )
-
-    def lr_at(step: int) -> float:
-        # decay by whichever budget runs out first: steps or time
-        floor = (time.monotonic() - start) / time_limit_s if time_limit_s is not None else 0.0
-        return lr * warmup_schedule(step, warmup_steps, "cosine", steps, 0.1, progress_floor=floor)
-
-    tok.train()
-    start = time.monotonic()
-    running: dict[str, float] = {}
-    bar = Progress(*Progress.get_default_columns(), "{task.fields[stats]}", transient=True, disable=not progress)
-    job = bar.add_task(f"train {name}", total=steps, stats="")
-    bar.start()
     try:
-        for step in range(steps):
-            bar.advance(job)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            idx = torch.randint(0, pool.shape[0], (batch_size,), generator=gen)
-            images = _to_images(pool[idx])
-            out = tok(images)
-            weight = None if moving is None else 1.0 + motion_weight * moving[idx].unsqueeze(1).float()
-            g_loss, parts = crit.generator_loss(images, out, step, pixel_weight=weight)
-            opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
-            opt.step()
-            if d_opt is not None and crit.adversarial_active(step):
-                d_loss = crit.discriminator_loss(images, out.recon)
-                d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_opt.step()
-                parts["d"] = d_loss.detach()
-            parts["psnr"] = image_psnr(out.recon, images).mean()
-            for k, v in parts.items():
-                running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
-            if step % 10 == 0:
-                bar.update(job, stats=" ".join(f"{k} {v:.4g}" for k, v in running.items()
-                                               if k in ("l1", "l2", "aux", "psnr")))
-            if step % 200 == 0:
-                log.info("step %d: %s", step, {k: round(v, 5) for k, v in running.items()})
-            if time_limit_s is not None and time.monotonic() - start > time_limit_s:
-                log.info("time limit %.0f s reached after %d steps", time_limit_s, step + 1)
-                break
+        pool = _training_pool(data_dir, frames, motion_weight)
+        image_size = tuple(pool.frames.shape[1:3])
+        torch.manual_seed(seed)  # the initial weights
+        module = TokenizerLitModule(
+            tokenizer=name, tokenizer_overrides={"image_size": list(image_size), **(overrides or {})}, lr=lr,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, frames_per_sample=None, log_images_every_n_steps=0,
+            motion_weight=motion_weight, init_from=None if init_from is None else str(init_from),
+            time_limit_s=time_limit_s, **(loss or {}),
+        )
+        tok = module.tokenizer
+        if tuple(tok.spec.image_size) != image_size:
+            raise ValueError(f"{init_from or name} takes {tok.spec.image_size} frames, the data has {image_size}")
+        # its own generator: the loader then draws nothing from the global stream the model's sampling uses
+        loader = torch.utils.data.DataLoader(pool, sampler=UniformBatches(len(pool), batch_size, steps, seed),
+                                             batch_size=None, generator=torch.Generator().manual_seed(seed))
+        callbacks = []
+        if progress:
+            from lightning.pytorch.callbacks import RichProgressBar
+
+            callbacks.append(RichProgressBar(leave=False))
+        trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=1, logger=False,
+                             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+                             callbacks=callbacks, log_every_n_steps=max(1, min(50, steps)), limit_val_batches=0)
+        trainer.fit(module, train_dataloaders=loader)
     finally:
-        bar.stop()
-    tok.eval()
-    tok.train_metrics = dict(running, steps=step + 1, seconds=time.monotonic() - start)  # type: ignore[attr-defined]
-    if isinstance(tok, KLTokenizer):
-        sample = pool[torch.randperm(pool.shape[0], generator=gen)[:2048]]
-        tok.fit_scale(sample)
+        torch.set_num_threads(old_threads)
+    tok = module.tokenizer.cpu().eval()
+    tok.train_metrics = dict(module.train_metrics)  # type: ignore[attr-defined]
     if out_dir is not None:
         meta: dict[str, Any] = {"variant": name, "train": tok.train_metrics, "data_dir": str(data_dir),
                                 "motion_weight": motion_weight, "batch_size": batch_size, "lr": lr,
