@@ -59,14 +59,17 @@ def lerobot_frames(n: int, shade: int, size: int = 16) -> np.ndarray:
 
 def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: float = 10,
                  per_file: int | None = None, layout: str | None = None,
-                 frames: dict[int, np.ndarray] | None = None) -> tuple[dict, dict]:
+                 frames: dict[int, np.ndarray] | None = None, tasks: list[str] | None = None) -> tuple[dict, dict]:
     """Write a LeRobot dataset (v2.x: one parquet + mp4 per episode; v3.0: ``per_file`` episodes per parquet + mp4,
-    default all) under ``root``; ``layout`` writes the other version's layout under this label. Returns
-    ``(actions, frames)`` by episode index."""
+    default all) under ``root``; ``layout`` writes the other version's layout under this label. ``tasks``: one task
+    string per episode, written as LeRobot does (``meta/tasks.jsonl`` / ``meta/tasks.parquet`` with the task as a
+    pandas index, a ``task_index`` column, the episode index's ``tasks``). Returns ``(actions, frames)`` by episode
+    index."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from hma_zoo.data.codec import mp4_bytes
+    from hma_zoo.data.lerobot_export import write_task_table
 
     layout = layout or version[:2]
     root.joinpath("meta").mkdir(parents=True)
@@ -74,14 +77,21 @@ def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: fl
     actions = {i: np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 100 * i for i, n in enumerate(lengths)}
     frames = frames or {i: lerobot_frames(n, 10 + 5 * i, size) for i, n in enumerate(lengths)}
     cam = "observation.images.top"
+    table = list(dict.fromkeys(tasks or []))  # task_index -> task
+    task_cols = (lambda idx: {"task_index": [table.index(tasks[i]) for i in idx for _ in range(lengths[i])]}) \
+        if tasks else (lambda idx: {})
+    listed = (lambda i: {"tasks": [tasks[i]]}) if tasks else (lambda i: {})
     if layout == "v2":
+        if tasks:
+            root.joinpath("meta", "tasks.jsonl").write_text(
+                "\n".join(json.dumps({"task_index": j, "task": t}) for j, t in enumerate(table)))
         root.joinpath("meta", "episodes.jsonl").write_text(
-            "\n".join(json.dumps({"episode_index": i, "length": n}) for i, n in enumerate(lengths)))
+            "\n".join(json.dumps({"episode_index": i, "length": n, **listed(i)}) for i, n in enumerate(lengths)))
         for i, n in enumerate(lengths):
             d = root / "data" / "chunk-000"
             d.mkdir(parents=True, exist_ok=True)
             pq.write_table(pa.table({"action": actions[i].tolist(), "observation.state": actions[i].tolist(),
-                                     "episode_index": [i] * n, "frame_index": list(range(n))}),
+                                     "episode_index": [i] * n, "frame_index": list(range(n)), **task_cols([i])}),
                            d / f"episode_{i:06d}.parquet")
             v = root / "videos" / "chunk-000" / cam
             v.mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,7 @@ def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: fl
         d.mkdir(parents=True, exist_ok=True)
         all_a = np.concatenate([actions[i] for i in idx])
         pq.write_table(pa.table({"action": all_a.tolist(), "observation.state": all_a.tolist(),
-                                 "episode_index": [i for i in idx for _ in range(lengths[i])]}),
+                                 "episode_index": [i for i in idx for _ in range(lengths[i])], **task_cols(idx)}),
                        d / f"file-{file_index:03d}.parquet")
         v = root / "videos" / cam / "chunk-000"
         v.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,9 @@ def make_lerobot(root, version: str, lengths: list[int], size: int = 16, fps: fl
             t += lengths[i] / fps
     e = root / "meta" / "episodes" / "chunk-000"
     e.mkdir(parents=True)
+    if tasks:
+        rows["tasks"] = [[tasks[i]] for i in range(len(lengths))]
+        write_task_table(root / "meta" / "tasks.parquet", table)
     pq.write_table(pa.table(rows), e / "file-000.parquet")
     return actions, frames
 

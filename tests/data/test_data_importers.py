@@ -85,3 +85,23 @@ def test_import_lerobot(tmp_path, version):
         np.testing.assert_array_equal(ep.proprio, actions[i])  # observation.state -> proprio (the probe's state)
     with pytest.raises(KeyError, match="state column"):
         import_lerobot(root, tmp_path / "out2", image_size=(16, 16), val_fraction=0, state_key="observation.pose")
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_import_lerobot_keeps_task_strings(tmp_path, version):
+    """Each episode's task (``meta/tasks.*`` looked up by its rows' ``task_index``) lands in its ``meta["task"]``;
+    a dataset without a task table imports as before, with no task."""
+    pytest.importorskip("pyarrow")
+    from data_helpers import make_lerobot
+
+    from hma_zoo.data.sources.lerobot import import_lerobot
+
+    tasks = ["pick up the cube", "open the drawer", "pick up the cube"]
+    make_lerobot(tmp_path / "ds", version, [5, 6, 4], tasks=tasks)
+    import_lerobot(tmp_path / "ds", tmp_path / "out", image_size=(16, 16), val_fraction=0)
+    _, eps = _episodes(tmp_path / "out")
+    assert [eps[f"so100_{i:06d}"].meta["meta"]["task"] for i in range(3)] == tasks
+    make_lerobot(tmp_path / "plain", version, [5])
+    import_lerobot(tmp_path / "plain", tmp_path / "out2", image_size=(16, 16), val_fraction=0)
+    _, eps = _episodes(tmp_path / "out2")
+    assert "task" not in eps["so100_000000"].meta["meta"]

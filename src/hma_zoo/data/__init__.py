@@ -42,6 +42,8 @@ _LAZY: dict[str, str] = {
     "tokenize_dataset": "hma_zoo.data.tokenize",
     "import_folder": "hma_zoo.data.sources.files",
     "import_lerobot": "hma_zoo.data.sources.lerobot",
+    "export_lerobot": "hma_zoo.data.lerobot_export",
+    "ExportError": "hma_zoo.data.lerobot_export",
     "validate_dataset": "hma_zoo.data.commands",
 }
 

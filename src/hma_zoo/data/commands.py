@@ -9,6 +9,7 @@ Examples::
     hma-zoo data tokenize --data data/sim-mix-mini --tokenizer NAME_OR_PATH --out data/sim-mix-mini-tok
     hma-zoo data import-files --src episodes/ --out data/mine --embodiment arm --control-hz 10 [--keys ...]
     hma-zoo data import-lerobot --src path/to/lerobot_dataset --out data/lr
+    hma-zoo data export-lerobot --data data/pusht --out lerobot/pusht [--fps F] [--embodiment NAME] [--split all]
     hma-zoo data subset --data data/sim-mix --embodiments dmc_hopper --out data/heldout-dmc_hopper
 """
 
@@ -119,6 +120,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--image-size", type=int, default=64)
     r.add_argument("--val-fraction", type=float, default=0.1)
     r.add_argument("--overwrite", action="store_true")
+
+    x = sub.add_parser("export-lerobot", help="write one embodiment of an episode dataset as a LeRobot v3.0 dataset "
+                                              "(parquet + mp4; generated rollouts included)")
+    x.add_argument("--data", required=True, help="episode dataset folder (not a token dataset: export the frame "
+                                                 "dataset it was tokenised from)")
+    x.add_argument("--out", required=True, help="new LeRobot dataset folder (must be empty or absent)")
+    x.add_argument("--fps", type=float, default=None,
+                   help="frames per second of the export: the dataset's frame rate (default) or that divided by a "
+                        "whole number N (every N-th frame; each row then holds the N x stride control steps)")
+    x.add_argument("--embodiment", default=None,
+                   help="embodiment to export (required when the dataset has several; one LeRobot dataset each)")
+    x.add_argument("--split", choices=["train", "val", "all"], default="all",
+                   help="episodes to export (all: train first, then val; info.json lists both splits)")
+    x.add_argument("--crf", type=int, default=18, help="H.264 quality of the videos, lower is better (default 18)")
+    x.add_argument("--pix-fmt", choices=["yuv420p", "yuv444p"], default="yuv420p",
+                   help="video pixel format: yuv420p as LeRobot's own videos (default), yuv444p keeps colour at full "
+                        "resolution (small frames lose less)")
+    x.add_argument("--overwrite", action="store_true", help="replace a LeRobot dataset already in --out")
     return p
 
 
@@ -204,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     existing or missing folder, an unknown key) prints one line naming the file and the fix and returns 2.
     """
     from hma_zoo.data.build import BuildInterruptedError
+    from hma_zoo.data.lerobot_export import ExportError
     from hma_zoo.data.schema import EpisodeError, ImporterError
 
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -213,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     except BuildInterruptedError as exc:
         print(f"hma-zoo data build: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    except (ImporterError, EpisodeError, FileExistsError, FileNotFoundError, KeyError) as exc:
-        if args.cmd not in ("build", "import-files", "import-lerobot"):
+    except (ImporterError, ExportError, EpisodeError, FileExistsError, FileNotFoundError, KeyError) as exc:
+        if args.cmd not in ("build", "import-files", "import-lerobot", "export-lerobot"):
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"hma-zoo data {args.cmd}: error: {msg}", file=sys.stderr)
@@ -307,6 +327,15 @@ def _run(args: argparse.Namespace) -> int:
                                   stride=args.stride, image_size=(args.image_size,) * 2,
                                   val_fraction=args.val_fraction, overwrite=args.overwrite, state_key=args.state_key)
         print(_stats_table(manifest))
+        return 0
+    if args.cmd == "export-lerobot":
+        from hma_zoo.data.lerobot_export import export_lerobot
+
+        done = export_lerobot(args.data, args.out, fps=args.fps, embodiment=args.embodiment, split=args.split,
+                              overwrite=args.overwrite, crf=args.crf, pix_fmt=args.pix_fmt)
+        print(f"{done['out']}: LeRobot v3.0 dataset, {done['episodes']} episodes, {done['frames']} frames, "
+              f"{done['tasks']} tasks at {done['fps']} fps; camera {done['video_key']}, "
+              f"{done['control_steps_per_row']} control step(s) per action row ({done['seconds']:.1f} s)")
         return 0
     return 2  # pragma: no cover
 

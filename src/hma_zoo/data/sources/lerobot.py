@@ -10,9 +10,17 @@
   (rows selected by ``episode_index``) and per mp4 (frames selected by timestamp).
 
 Columns used: ``action`` (required), ``observation.state`` (proprio, optional; another column with ``state_key``),
-``next.reward`` (optional);
-frames come from the first ``video`` feature or ``camera``. Frames are resized to ``image_size``; ``stride`` keeps
-every ``stride``-th frame (actions stay at ``fps``).
+``next.reward`` and ``next.success`` (optional), ``task_index`` (optional);
+frames come from the first ``video`` feature or ``camera``. Task strings (``meta/tasks.parquet`` in v3.0,
+``meta/tasks.jsonl`` in v2.x, looked up by each row's ``task_index``; else the episode index's ``tasks``) are kept in
+the episode's ``meta["task"]`` (and ``meta["tasks"]`` when an episode has several).
+
+A dataset written by :func:`hma_zoo.data.lerobot_export.export_lerobot` carries ``meta/hma_zoo.json`` and
+``hma_zoo/*`` columns in its episode index; they restore what LeRobot's one-action-per-frame layout cannot hold:
+one action row per control step (a row of ``c * A`` values is ``c`` control steps), the number of real control steps
+(the padded last row is dropped) and the original episode ``meta`` (its generation provenance included).
+
+Frames are resized to ``image_size``; ``stride`` keeps every ``stride``-th frame (actions stay at ``fps``).
 
 Refused with an :class:`~hma_zoo.data.schema.ImporterError` naming the path and what was expected, before anything
 is written: a ``codebase_version`` whose layout the folder does not have (v2.x needs ``meta/episodes.jsonl``, v3.0
@@ -50,11 +58,77 @@ from hma_zoo.data.sources.files import abort_import, prepare_out, subsample, to_
 log = logging.getLogger(__name__)
 
 
-def _column(table: Any, name: str) -> np.ndarray | None:
+def _column(table: Any, name: str, dtype: Any = np.float32) -> np.ndarray | None:
     if name not in table.column_names:
         return None
     values = table.column(name).to_pylist()
-    return np.asarray(values, np.float32)
+    return np.asarray(values, dtype)
+
+
+def _tasks(root: Path, layout: str) -> dict[int, str]:
+    """``task_index -> task`` from ``meta/tasks.parquet`` (v3.0; the task is the pandas index LeRobot writes, stored
+    as the column ``task``) or ``meta/tasks.jsonl`` (v2.x); empty when the file is absent."""
+    if layout == "v3":
+        import pyarrow.parquet as pq
+
+        path = root / "meta" / "tasks.parquet"
+        if not path.is_file():
+            return {}
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - any parquet failure names the file
+            raise ImporterError(f"{path}: not a readable parquet file ({exc}); re-download meta/") from exc
+        cols = table.column_names
+        text = next((c for c in ("task", "__index_level_0__") if c in cols), None)
+        if "task_index" not in cols or text is None:
+            raise ImporterError(f"{path}: a LeRobot task table has the columns task_index and task; this one has "
+                                f"{cols}. Re-download meta/")
+        return {int(i): str(t) for i, t in zip(table.column("task_index").to_pylist(), table.column(text).to_pylist())}
+    path = root / "meta" / "tasks.jsonl"
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            out[int(r["task_index"])] = str(r["task"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImporterError(f"{path}, line {n}: not a JSON object with 'task_index' and 'task' ({exc}); repair "
+                                "or re-download the file") from exc
+    return out
+
+
+def _episode_tasks(table: Any, tasks: dict[int, str], listed: Any, where: str) -> list[str]:
+    """The task strings of one episode, in order of first appearance: its rows' ``task_index`` looked up in
+    ``tasks``, else the ``tasks`` list of the episode index (``listed``)."""
+    if "task_index" in table.column_names and tasks:
+        indices = list(dict.fromkeys(int(i) for i in table.column("task_index").to_pylist()))
+        unknown = [i for i in indices if i not in tasks]
+        if unknown:
+            raise ImporterError(f"{where}: task_index {unknown} not in the task table (it has {sorted(tasks)}); "
+                                "re-download meta/")
+        return [tasks[i] for i in indices]
+    return [str(t) for t in listed] if isinstance(listed, (list, tuple)) else []
+
+
+def _exported(root: Path, action_width: int) -> dict[str, Any] | None:
+    """``meta/hma_zoo.json`` of a dataset written by ``hma-zoo data export-lerobot``, checked against the action
+    width; None for any other LeRobot dataset."""
+    path = root / "meta" / "hma_zoo.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        steps, dim = int(info["control_steps_per_row"]), int(info["action_dim"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImporterError(f"{path}: not an hma_zoo export record ({exc}); delete it to import the folder as a "
+                            "plain LeRobot dataset") from exc
+    if steps < 1 or steps * dim != action_width:
+        raise ImporterError(f"{path}: says each row holds {steps} control steps of {dim} actions, but the action "
+                            f"feature has {action_width} values; delete the file to import one action per row")
+    return info
 
 
 class VideoSegments:
@@ -192,7 +266,7 @@ def _episodes_v2(root: Path, info: dict[str, Any], camera: str) -> list[dict[str
         fmt = {"episode_chunk": idx // chunks, "episode_index": idx, "video_key": camera}
         out.append({"index": idx, "data": root / info["data_path"].format(**fmt),
                     "video": root / info["video_path"].format(**fmt), "from": None, "to": None,
-                    "length": r.get("length")})
+                    "length": r.get("length"), "tasks": r.get("tasks")})
     return sorted(out, key=lambda e: e["index"])
 
 
@@ -221,9 +295,15 @@ def _episodes_v3(root: Path, info: dict[str, Any], camera: str) -> list[dict[str
             data = info["data_path"].format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"])
             video = info["video_path"].format(video_key=camera, chunk_index=r[f"{key}/chunk_index"],
                                               file_index=r[f"{key}/file_index"])
+            try:
+                meta = json.loads(r["hma_zoo/meta"]) if r.get("hma_zoo/meta") else {}
+            except ValueError as exc:
+                raise ImporterError(f"{f}: episode {r['episode_index']}: hma_zoo/meta is not JSON ({exc}); "
+                                    "re-download meta/") from exc
             out.append({"index": int(r["episode_index"]), "data": root / data, "video": root / video,
                         "from": float(r[f"{key}/from_timestamp"]), "to": float(r[f"{key}/to_timestamp"]),
-                        "length": r.get("length")})
+                        "length": r.get("length"), "tasks": r.get("tasks"), "meta": meta,
+                        "num_actions": r.get("hma_zoo/num_actions"), "episode_id": r.get("hma_zoo/episode_id")})
     return sorted(out, key=lambda e: e["index"])
 
 
@@ -250,7 +330,9 @@ def import_lerobot(
 ) -> dict[str, Any]:
     """Import a LeRobot v2.x / v3.0 dataset folder into a dataset at ``out``; returns the manifest.
 
-    ``state_key``: the per-frame state column stored as ``proprio`` (what the state probe regresses).
+    ``state_key``: the per-frame state column stored as ``proprio`` (what the state probe regresses). Task strings go
+    to each episode's ``meta["task"]`` (see the module docstring); a folder written by ``export-lerobot`` gets its
+    control-step actions, stride and episode meta back.
 
     The folder's layout must be the one its ``codebase_version`` names (v2.x: ``meta/episodes.jsonl``; v3.0:
     ``meta/episodes/*.parquet``), list at least one episode, and hold every parquet / mp4 file its episode index
@@ -290,12 +372,17 @@ def import_lerobot(
     fps = float(info["fps"])
     name = embodiment or str(info.get("robot_type") or root.name)
     name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
-    action_dim = int(np.prod(info["features"]["action"]["shape"]))
-    names = info["features"]["action"].get("names")
+    width = int(np.prod(info["features"]["action"]["shape"]))
+    exported = _exported(root, width)
+    steps = int(exported["control_steps_per_row"]) if exported else 1  # control steps per LeRobot row
+    action_dim = width // steps
+    names = (exported.get("embodiment") or {}).get("action_names") if exported else \
+        info["features"]["action"].get("names")
     names = tuple(names) if isinstance(names, list) and len(names) == action_dim else ()
+    tasks = _tasks(root, layout)
     out = Path(out)
     existed = prepare_out(out, overwrite)
-    emb = EmbodimentInfo(name, action_dim, fps, fps / stride, action_names=names, camera=camera,
+    emb = EmbodimentInfo(name, action_dim, fps * steps, fps / stride, action_names=names, camera=camera,
                          source=f"lerobot:{version}:{root.name}")
     writer = DatasetWriter(out, [emb], image_size=image_size, encoding=encoding)
     tables: dict[Path, Any] = {}
@@ -315,7 +402,7 @@ def import_lerobot(
                 if table.num_rows == 0:
                     raise ImporterError(f"{ep['data']}: no rows of episode {ep['index']}, which the episode index "
                                         "lists; re-download the dataset")
-                actions = _column(table, "action").reshape(table.num_rows, action_dim)
+                actions = _column(table, "action").reshape(table.num_rows * steps, action_dim)
                 if reader is None or reader.path != ep["video"]:
                     if reader is not None:
                         reader.close()
@@ -333,13 +420,23 @@ def import_lerobot(
                 if n < len(frames) or n < table.num_rows:
                     log.warning("%s: %d video frames vs %d parquet rows; keeping %d", where, len(frames),
                                 table.num_rows, n)
+                k = min(n * steps, int(ep.get("num_actions") or n * steps))  # an export's padded last row is cut
                 proprio = _column(table, state_key)
                 reward = _column(table, "next.reward")
+                success = _column(table, "next.success", bool)
                 extra = {"proprio": None if proprio is None else proprio.reshape(table.num_rows, -1)[:n],
-                         "reward": None if reward is None else reward.reshape(-1)[:n]}
-                frames, acts, extra = subsample(frames[:n], actions[:n], stride, extra)
-                writer.add(Episode(f"{name}_{ep['index']:06d}", name, acts, frames=frames,
-                                   meta={"episode_index": ep["index"]}, **extra),
+                         "reward": None if reward is None else reward.reshape(-1)[:k],
+                         "success": None if success is None else success.reshape(-1)[:k]}
+                frames, acts, extra = subsample(frames[:n], actions[:k], stride, extra, source_stride=steps)
+                meta = dict(ep.get("meta") or {}, episode_index=ep["index"])
+                ep_tasks = _episode_tasks(table, tasks, ep.get("tasks"), where)
+                if ep_tasks:
+                    meta["task"] = ep_tasks[0]
+                if len(ep_tasks) > 1:
+                    meta["tasks"] = ep_tasks
+                if ep.get("episode_id"):
+                    meta["source_episode_id"] = ep["episode_id"]
+                writer.add(Episode(f"{name}_{ep['index']:06d}", name, acts, frames=frames, meta=meta, **extra),
                            split=split_for_index(i, val_fraction))
                 bar.advance(task)
         manifest = writer.close(extra={"name": name, "source": str(src), "lerobot_version": version})
