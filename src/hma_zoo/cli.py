@@ -3,6 +3,7 @@
 * ``hma-zoo fit|validate|test|predict --config recipes/...yaml``: LightningCLI (:mod:`hma_zoo.lit.cli`).
 * ``hma-zoo data build|tokenize|validate|stats ...``: datasets (:mod:`hma_zoo.data.commands`).
 * ``hma-zoo models [PATTERN] [--pretrained]``: the table of registered variants (or pretrained tags).
+* ``hma-zoo sweep ...``: scaling-law sweeps (:mod:`hma_zoo.sweep`).
 * ``hma-zoo evaluate ...``: metrics, baselines, rollouts (:mod:`hma_zoo.eval.commands`).
 * ``hma-zoo card FOLDER`` / ``hma-zoo push NAME REPO_ID``: model cards and hub publishing.
 * ``hma-zoo policy ...`` / ``hma-zoo policy-eval`` / ``hma-zoo generate``: the world model's uses
@@ -28,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("hma_zoo.lit.cli", "LightningCLI predict"),
     "data": ("hma_zoo.data.commands", "build, tokenize, validate and inspect datasets"),
     "models": ("hma_zoo.registry", "list registered variants with parameter counts"),
+    "sweep": ("hma_zoo.sweep.commands", "scaling-law sweeps: a grid of fits on a job engine, table, fitted laws"),
     "evaluate": ("hma_zoo.eval.commands", "evaluate a checkpoint: metrics, baselines, rollout videos"),
     "probe": ("hma_zoo.eval.probe", "fit an action-following state probe (frame -> state) on a dataset"),
     "card": ("hma_zoo.cards", "render the model card of a saved model from its measured metadata"),

@@ -4,6 +4,11 @@ Paper sizes (16x16 tokens per frame, T = 12, 32 blocks; Wang et al. 2025, Table 
 ``hma-{vq,mar}-{t,s,b,l,xl}``; ``b`` is the paper's Base (d 256) and ``xl`` its XL (d 1024, which is what matches
 the published 679M / 741M counts). CPU variants for 64x64 frames (an 8x8 token grid from an f8 tokenizer):
 ``hma-{vq,mar}-{t64,s64}``. Tiny ``*-test`` twins exist for unit tests.
+
+Scaling family for sweeps (``hma-zoo sweep``, docs/scaling.md): ``hma-{vq,mar}-w{32,48,64,96,128,192,256}``, the
+64x64 CPU layout of ``t64`` (4 blocks, T = 8, 8 action tokens) at width ``w`` with 32-wide heads; only the width
+changes (and, for ``mar``, the diffusion head's width 2w), so the parameter count grows about as w^2 (``w128``
+is ``t64``'s trunk). ``hma-zoo models 'hma-*-w*'`` prints the counts.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ PAPER_MAR_TOKENS = TokenSpec(kind="mar", grid=(32, 32), latent_channels=4, patch
                              factor_sizes=(1,))
 CPU_VQ_TOKENS = TokenSpec(kind="vq", grid=(8, 8), vocab_size=1024, factor_sizes=(32, 32))
 CPU_MAR_TOKENS = TokenSpec(kind="mar", grid=(8, 8), latent_channels=4, patch_size=1, vocab_size=1, factor_sizes=(1,))
+
+SWEEP_WIDTHS = (32, 48, 64, 96, 128, 192, 256)
 
 _PAPER_SIZES = {  # name: (d_model, heads)
     "t": (128, 4),
@@ -74,4 +81,8 @@ for _kind in ("vq", "mar"):
                    description="CPU tiny: 64x64 frames (8x8 tokens), d=128, 4 blocks, T=8")
     register_model(f"hma-{_kind}-s64", lambda k=_kind: _cpu(k, 256, 8, 8, 12, 16, 512, 3),
                    description="CPU small: 64x64 frames (8x8 tokens), d=256, 8 blocks, T=12")
+    for _w in SWEEP_WIDTHS:
+        register_model(f"hma-{_kind}-w{_w}",
+                       lambda k=_kind, w=_w: _cpu(k, w, 4, max(1, w // 32), 8, 8, max(64, 2 * w), 2),
+                       description=f"scaling family: 64x64 frames (8x8 tokens), d={_w}, 4 blocks, T=8")
     register_model(f"hma-{_kind}-test", lambda k=_kind: _test(k), description="unit-test twin: d=32, 2 blocks, 4x4")

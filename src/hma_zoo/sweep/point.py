@@ -1,0 +1,206 @@
+"""One sweep point: an ordinary ``hma-zoo fit`` run with overrides, then a loss-only evaluation, then ``result.json``.
+
+A point's folder (``<sweep out>/points/<id>/``) holds ``point.json`` (what it is), ``checkpoints/`` (``last.ckpt``
+every ``checkpoint.every_n_train_steps`` of the base recipe), ``tb/`` (TensorBoard: the training and validation
+curves) and, once it finished, ``result.json``. Rerunning skips a point with a ``result.json`` and resumes a killed
+one from ``last.ckpt`` (Lightning restores the step, the optimiser and the data order, so a resumed point ends where
+an uninterrupted one would). Wall time adds up over resumes (``timing.json``).
+
+Run as ``python -m hma_zoo.sweep.point POINT_JSON`` by the local engine, or as a function by submitit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RESULT = "result.json"
+
+
+def cli_value(value: Any) -> str:
+    """A value as jsonargparse reads it on the command line (strings as is, everything else as JSON)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def fit_args(base: str, overrides: dict[str, Any], folder: Path) -> list[str]:
+    """The ``hma-zoo fit`` arguments of a point: the base recipe, its overrides, and the point's own folders."""
+    args = ["fit", "--config", base]
+    args += [f"--{k}={cli_value(v)}" for k, v in overrides.items()]
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": str(folder), "name": "tb", "version": 0}}
+    args += [f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(logger)}",
+             f"--checkpoint.dirpath={folder / 'checkpoints'}", "--trainer.enable_progress_bar=false"]
+    last = folder / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        args.append(f"--ckpt_path={last}")
+    return args
+
+
+def _with_argv(argv: list[str], fn: Any) -> Any:
+    saved = sys.argv
+    sys.argv = ["hma-zoo", *argv]
+    try:
+        return fn()
+    finally:
+        sys.argv = saved
+
+
+def _train_frames(datamodule: Any) -> tuple[int, int]:
+    """(episodes, frames) the training split holds after ``embodiments`` / ``max_episodes``.
+
+    A shard data module counts its episodes; a data module without episodes (the synthetic one) counts each
+    training sample (``train_size``) as an episode of ``window`` frames.
+    """
+    if hasattr(datamodule, "components"):
+        eps = [n for c in datamodule.components("train") for _, shard_eps in c.shards for _, n in shard_eps]
+        return len(eps), int(sum(eps))
+    size = int(getattr(datamodule, "train_size", 0))
+    return size, size * int(getattr(datamodule, "window", 1))
+
+
+def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec: dict[str, Any]) -> dict[str, Any]:
+    """Validation of a point's ``last.ckpt`` (weights only) on the sweep's fixed eval set, plus its size and FLOPs.
+
+    Returns ``val_loss``, ``val_video_loss``, ``perplexity`` (``exp`` of the per-token cross-entropy, ``vq`` only),
+    ``psnr`` / ``delta_psnr`` when ``eval_spec["sample_metrics"]``, ``params`` (the world model), ``params_trunk``
+    (the shared transformer alone: no token embeddings, action stems or heads), ``flops_per_step`` (forward +
+    backward of one training batch, counted with ``FlopCounterMode``), ``train_episodes`` / ``train_frames`` (what
+    the point trained on).
+    """
+    import torch
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from hma_zoo.lit.cli import HMACLI
+
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{folder}: no checkpoints/last.ckpt to evaluate; the fit did not save one")
+    extra = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+             "--data.init_args.num_workers=0"]
+    if eval_spec.get("batches") is not None:
+        extra.append(f"--trainer.limit_val_batches={int(eval_spec['batches'])}")
+    if not eval_spec.get("sample_metrics", False):
+        extra.append("--model.init_args.val_metric_samples=0")
+
+    def make_cli(ov: dict[str, Any]) -> Any:
+        args = ["--config", base, *[f"--{k}={cli_value(v)}" for k, v in ov.items()], *extra]
+        return _with_argv(args, lambda: HMACLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                                               subclass_mode_data=True, run=False, auto_configure_optimizers=False,
+                                               save_config_callback=None))
+
+    # the model as trained (its embodiments, in its order: stems and heads are indexed by it) ...
+    train_cli = make_cli(overrides)
+    episodes, frames = _train_frames(train_cli.datamodule)
+    lit = train_cli.model
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "ema." if any(k.startswith("ema.") for k in state) else "model."  # the EMA weights when kept
+    lit.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    # ... validated on the sweep's eval data (e.g. one fixed embodiment for every point; batches name their
+    # embodiment, so a narrower eval set routes to the right stems)
+    eval_overrides = eval_spec.get("overrides", {})
+    cli = make_cli({**overrides, **eval_overrides}) if eval_overrides else train_cli
+    metrics = cli.trainer.validate(lit, datamodule=cli.datamodule, verbose=False)[0]
+    model = lit.model
+    params = sum(p.numel() for p in model.parameters())
+    trunk = sum(p.numel() for n, p in model.named_parameters() if n.startswith("trunk."))
+    result: dict[str, Any] = {
+        "val_loss": float(metrics["val/loss"]),
+        "val_video_loss": float(metrics.get("val/video_loss", metrics["val/loss"])),
+        "params": int(params), "params_trunk": int(trunk),
+        "train_episodes": episodes, "train_frames": frames,
+        "embodiments": [e.name for e in train_cli.datamodule.embodiments],
+    }
+    if model.config.tokens.kind == "vq":
+        result["perplexity"] = math.exp(result["val_video_loss"])
+    for k_in, k_out in (("val/psnr", "psnr"), ("val/delta_psnr", "delta_psnr")):
+        if k_in in metrics:
+            result[k_out] = float(metrics[k_in])
+    # FLOPs of one training step: forward + backward (3x forward) of one batch of the training data
+    train_cli.datamodule.setup("fit")
+    batch = next(iter(train_cli.datamodule.train_dataloader()))
+    lit.flops_per_token = None
+    with torch.no_grad():
+        _, _, tokens = lit._measure_flops(batch)
+    tokens = tokens.shape[0] * tokens.shape[1] * model.config.tokens.tokens_per_frame  # trunk tokens of the batch
+    result["flops_per_step"] = float(lit.flops_per_token * tokens)
+    return result
+
+
+def run_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) and evaluate one point; returns its result (also written to ``result.json``).
+
+    ``point``: ``{"id", "overrides", "base", "folder", "eval", "threads"}`` as written by the sweep runner. A point
+    that already has ``result.json`` returns it untouched.
+    """
+    import torch
+
+    from hma_zoo.lit.cli import main as fit_main
+
+    folder = Path(point["folder"])
+    done = folder / RESULT
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "point.json").write_text(json.dumps(point, indent=1, default=str))
+    threads = int(point.get("threads", 1))
+    torch.set_num_threads(threads)
+    timing_path = folder / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"fit_seconds": 0.0, "attempts": 0}
+    resumed = (folder / "checkpoints" / "last.ckpt").is_file()
+    timing["attempts"] += 1
+    start = time.perf_counter()
+    fit_main(fit_args(point["base"], point["overrides"], folder))
+    timing["fit_seconds"] += time.perf_counter() - start
+    timing_path.write_text(json.dumps(timing))
+    result = evaluate_point(point["base"], point["overrides"], folder, point.get("eval") or {})
+    result.update(id=point["id"], overrides=point["overrides"], fit_seconds=round(timing["fit_seconds"], 2),
+                  attempts=timing["attempts"], resumed=resumed, threads=threads,
+                  steps=_last_step(folder), curve=read_curve(folder))
+    result["flops"] = result["flops_per_step"] * result["steps"]
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, done)  # atomic: a killed evaluation never leaves a half-written result
+    return result
+
+
+def _last_step(folder: Path) -> int:
+    import torch
+
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return int(ckpt.get("global_step", 0))
+
+
+def read_curve(folder: Path, tag: str = "val/video_loss") -> list[tuple[int, float]]:
+    """``(step, value)`` of a scalar from the point's TensorBoard events (every validation during training)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted((folder / "tb").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            points.update({int(e.step): float(e.value) for e in acc.Scalars(tag)})
+    return sorted(points.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hma_zoo.sweep.point POINT_JSON``: run one point (the local engine's worker process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m hma_zoo.sweep.point POINT_JSON", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_point(json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

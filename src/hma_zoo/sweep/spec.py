@@ -1,0 +1,185 @@
+"""What a sweep is: a base ``hma-zoo fit`` recipe, a grid (or list) of LightningCLI overrides, and where it runs.
+
+A sweep file (YAML)::
+
+    name: vq-width-x-data
+    base: recipes/sweeps/hma-vq-w_simmix.yaml     # an ordinary `hma-zoo fit` recipe
+    out: outputs/sweeps/vq-width-x-data           # one folder per point under out/points/
+    engine: local                                 # local | slurm (submitit) | debug (in-process, for tests)
+    workers: 2                                    # local: points run at once (threads are split between them)
+    threads: 1                                    # torch threads per point (OMP_NUM_THREADS)
+    overrides: {trainer.max_steps: 600}           # applied to every point
+    grid:                                         # the cartesian product of these lists ...
+      model.init_args.variant: [hma-vq-w32, hma-vq-w64, hma-vq-w128]
+      data.init_args.max_episodes: [4, 12, 44]
+    points:                                       # ... or / and an explicit list of override sets
+      - {data.init_args.embodiments: [metaworld_sawyer]}
+    seeds: [0, 1]                                 # every point once per seed (seed_everything)
+    eval:                                         # the loss-only evaluation after training
+      batches: 16                                 # validation batches (null: the whole val split)
+      overrides: {data.init_args.embodiments: [metaworld_sawyer]}   # a fixed val set shared by all points
+      sample_metrics: false                       # true: also PSNR / delta-PSNR (samples, slower)
+    slurm: {partition: gpu, timeout_min: 120, gpus_per_node: 1, cpus_per_task: 8, array_parallelism: 16}
+
+Keys are dotted LightningCLI keys exactly as on the ``hma-zoo fit`` command line. A point's id is readable and
+stable: the short names of what it overrides plus a hash of the overrides, so rerunning a sweep finds the points
+that already finished (see :mod:`hma_zoo.sweep.point`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENGINES = ("local", "slurm", "debug")
+_KNOWN_KEYS = {"name", "base", "out", "engine", "workers", "threads", "overrides", "grid", "points", "seeds", "eval",
+               "slurm"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: its id and the LightningCLI overrides (dotted key -> value) it adds to the base recipe."""
+
+    id: str
+    overrides: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "overrides": self.overrides}
+
+
+@dataclass
+class EvalSpec:
+    """The evaluation every point gets after training: validation loss on ``batches`` batches of the val split, with
+    ``overrides`` applied to the data (e.g. one fixed set of embodiments for every point), and PSNR / delta-PSNR when
+    ``sample_metrics`` (MaskGIT/diffusion sampling: much slower than the loss)."""
+
+    batches: int | None = 16
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sample_metrics: bool = False
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file (see the module docstring); :meth:`points` expands it."""
+
+    name: str
+    base: str
+    out: str
+    engine: str = "local"
+    workers: int = 1
+    threads: int = 1
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    point_list: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    slurm: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out)
+
+    def points(self) -> list[Point]:
+        """Every point: (grid product, else one empty set) + the explicit list, times the seeds, with the sweep-wide
+        overrides underneath. Duplicates (the same overrides twice) are kept once."""
+        keys = list(self.grid)
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        if not combos:
+            combos = [] if self.point_list else [{}]
+        combos += [dict(p) for p in self.point_list]
+        seeds = self.seeds or [None]
+        out: dict[str, Point] = {}
+        for combo in combos:
+            for seed in seeds:
+                ov = {**self.overrides, **combo}
+                if seed is not None:
+                    ov["seed_everything"] = int(seed)
+                pid = point_id(combo, seed)
+                out.setdefault(pid, Point(pid, ov))
+        return list(out.values())
+
+
+def _short(key: str) -> str:
+    """``model.init_args.variant`` -> ``variant``; ``data.init_args.max_episodes`` -> ``max_episodes``."""
+    return key.rsplit(".", 1)[-1]
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        text = f"{len(value)}x" if len(value) > 2 else "+".join(_slug(v) for v in value)
+    elif isinstance(value, dict):
+        text = f"{len(value)}keys"
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:24] or "none"
+
+
+def point_id(combo: dict[str, Any], seed: int | None) -> str:
+    """A readable, stable folder name for a point: ``variant=hma-vq-w32,max_episodes=4,s0-1a2b3c4d``."""
+    parts = [f"{_short(k)}={_slug(v)}" for k, v in combo.items()]
+    if seed is not None:
+        parts.append(f"s{seed}")
+    digest = hashlib.sha1(json.dumps({"o": combo, "s": seed}, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return ",".join(parts + [digest]) if parts else digest
+
+
+def load_sweep(path: str | Path, **changes: Any) -> SweepSpec:
+    """Read and check a sweep file; ``changes`` (e.g. ``engine="slurm"``, ``workers=2``) override its top-level keys.
+
+    Raises ``ValueError`` naming the bad key and the fix, ``FileNotFoundError`` for a missing file or base recipe.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file {path} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a sweep file is a YAML mapping (name, base, grid, ...), got {type(raw).__name__}")
+    raw.update({k: v for k, v in changes.items() if v is not None})
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}")
+    for key in ("base",):
+        if key not in raw:
+            raise ValueError(f"{path}: the sweep needs `{key}:` (the `hma-zoo fit` recipe every point starts from)")
+    base = Path(raw["base"])
+    if not base.is_absolute() and not base.is_file() and (path.parent / base).is_file():
+        base = path.parent / base
+    if not base.is_file():
+        raise FileNotFoundError(f"{path}: base recipe {raw['base']} not found")
+    engine = raw.get("engine", "local")
+    if engine not in ENGINES:
+        raise ValueError(f"{path}: engine {engine!r} is not one of {ENGINES}")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise ValueError(f"{path}: `grid:` maps dotted LightningCLI keys to non-empty lists, e.g. "
+                         "`model.init_args.variant: [hma-vq-w32, hma-vq-w64]`")
+    points = raw.get("points") or []
+    if not isinstance(points, list) or any(not isinstance(p, dict) for p in points):
+        raise ValueError(f"{path}: `points:` is a list of override mappings")
+    for key in [*grid, *(k for p in points for k in p), *(raw.get("overrides") or {})]:
+        if key.startswith("--") or " " in key:
+            raise ValueError(f"{path}: write keys without dashes or spaces (`trainer.max_steps`), got {key!r}")
+    ev = raw.get("eval") or {}
+    unknown_eval = set(ev) - {"batches", "overrides", "sample_metrics"}
+    if unknown_eval:
+        raise ValueError(f"{path}: unknown eval keys {sorted(unknown_eval)}; known: batches, overrides, sample_metrics")
+    workers, threads = int(raw.get("workers", 1)), int(raw.get("threads", 1))
+    if workers < 1 or threads < 1:
+        raise ValueError(f"{path}: workers and threads must be >= 1, got {workers}, {threads}")
+    name = str(raw.get("name") or path.stem)
+    return SweepSpec(
+        name=name, base=str(base), out=str(raw.get("out") or f"outputs/sweeps/{name}"), engine=engine,
+        workers=workers, threads=threads, overrides=dict(raw.get("overrides") or {}), grid=grid, point_list=points,
+        seeds=[int(s) for s in raw.get("seeds") or []],
+        eval=EvalSpec(batches=ev.get("batches", 16), overrides=dict(ev.get("overrides") or {}),
+                      sample_metrics=bool(ev.get("sample_metrics", False))),
+        slurm=dict(raw.get("slurm") or {}), source=str(path),
+    )

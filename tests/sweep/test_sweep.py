@@ -1,0 +1,220 @@
+"""``hma-zoo sweep``: sweep files, points, resume/skip, the power-law fits, the frontier, the submitit path, and a
+tiny sweep end to end (grid -> runs -> table -> fit -> plot) on the synthetic data module."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hma_zoo.sweep import IllPosedFitError, fit_power_law, frontier, load_sweep
+from hma_zoo.sweep.commands import main as sweep_main
+from hma_zoo.sweep.commands import point_jobs
+from hma_zoo.sweep.engines import slurm_executor, submit_slurm
+from hma_zoo.sweep.laws import analyse, collect
+from hma_zoo.sweep.point import fit_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = {
+    "seed_everything": 0,
+    "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": 12, "val_check_interval": 6,
+                "check_val_every_n_epoch": None, "limit_val_batches": 2, "log_every_n_steps": 2,
+                "enable_model_summary": False},
+    "checkpoint": {"every_n_train_steps": 6},
+    "model": {"class_path": "hma_zoo.lit.HMALitModule",
+              "init_args": {"variant": "hma-vq-test", "tokenizer": "tok-vq-test", "lr": 0.003, "warmup_steps": 2,
+                            "schedule": "cosine", "val_metric_samples": 0}},
+    "data": {"class_path": "hma_zoo.lit.synthetic.SyntheticDataModule",
+             "init_args": {"window": 4, "image_size": [64, 64], "train_size": 64, "val_size": 16, "batch_size": 4}},
+}
+
+
+def _write_sweep(tmp_path: Path, **extra) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    sweep = {"name": "tiny", "base": "base.yaml", "out": str(tmp_path / "out"), "engine": "debug",
+             "grid": {"model.init_args.overrides": [{"trunk": {"d_model": w, "num_heads": 1}}
+                                                    for w in (8, 16, 32, 64)]},
+             "eval": {"batches": 2}, **extra}
+    path = tmp_path / "tiny.sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+# ------------------------------------------------------------------------------------------- sweep files / points
+def test_points_are_grid_times_seeds_plus_list_with_stable_ids(tmp_path: Path) -> None:
+    path = _write_sweep(tmp_path, seeds=[0, 1], overrides={"trainer.max_steps": 5},
+                        points=[{"model.init_args.lr": 0.01}, {"model.init_args.lr": 0.01}])
+    spec = load_sweep(path)
+    points = spec.points()
+    assert len(points) == 4 * 2 + 2  # grid x seeds, the duplicate list entry kept once (x 2 seeds)
+    assert all(p.overrides["trainer.max_steps"] == 5 for p in points)
+    assert {p.overrides["seed_everything"] for p in points} == {0, 1}
+    assert len({p.id for p in points}) == len(points)
+    assert [p.id for p in load_sweep(path).points()] == [p.id for p in points]  # stable across reads
+    assert load_sweep(path, engine="local", workers=2).workers == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"trainer.max_steps": []}}, "non-empty lists"),
+    ({"engine": "kubernetes"}, "engine"),
+    ({"color": "red"}, "unknown sweep keys"),
+    ({"grid": {"--trainer.max_steps": [1]}}, "without dashes"),
+    ({"eval": {"batchez": 3}}, "unknown eval keys"),
+])
+def test_bad_sweep_files_are_refused_with_the_fix(tmp_path: Path, change: dict, message: str) -> None:
+    path = _write_sweep(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw.update(change)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=message):
+        load_sweep(path)
+
+
+def test_missing_base_recipe_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "nowhere.yaml", "grid": {"trainer.max_steps": [1]}}))
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        load_sweep(path)
+
+
+def test_fit_args_resume_from_last_checkpoint(tmp_path: Path) -> None:
+    args = fit_args("base.yaml", {"model.init_args.variant": "hma-vq-w32", "data.init_args.embodiments": ["a"]},
+                    tmp_path)
+    assert args[:3] == ["fit", "--config", "base.yaml"]
+    assert "--model.init_args.variant=hma-vq-w32" in args and '--data.init_args.embodiments=["a"]' in args
+    assert not any(a.startswith("--ckpt_path") for a in args)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert fit_args("base.yaml", {}, tmp_path)[-1] == f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
+
+
+# ------------------------------------------------------------------------------------------- fits
+def test_power_law_recovers_exponent_with_an_interval() -> None:
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.geomspace(1e4, 1e7, 6), 2)
+    y = 30.0 * x ** -0.35 + 1.5 + rng.normal(0, 0.002, x.shape)
+    fit = fit_power_law(x, y, "N", n_boot=200)
+    assert fit.b == pytest.approx(0.35, abs=0.03)
+    assert fit.c == pytest.approx(1.5, abs=0.05)
+    assert fit.b_ci[0] <= fit.b <= fit.b_ci[1] and fit.b_ci[1] - fit.b_ci[0] < 0.1
+    assert fit.r2 > 0.99 and not fit.notes
+    assert np.allclose(fit.predict(x), 30.0 * x ** -0.35 + 1.5, atol=0.01)
+
+
+def test_ill_posed_fits_say_why() -> None:
+    with pytest.raises(IllPosedFitError, match="at least 4 distinct"):
+        fit_power_law([1, 2, 4, 4], [3.0, 2.0, 1.0, 1.1], "N")
+    with pytest.raises(IllPosedFitError, match="does not fall"):
+        fit_power_law([1, 2, 4, 8, 16], [1.0, 1.2, 1.1, 1.5, 1.6], "D")
+    fit = fit_power_law([1, 2, 4, 8, 16], [3.0, 2.0, 2.1, 1.4, 1.3], "N", n_boot=50)
+    assert fit.notes and "2->4" in fit.notes[0]
+
+
+def test_frontier_is_the_lower_envelope_in_compute() -> None:
+    rows = [{"id": "small", "flops_per_step": 1.0, "curve": [[10, 3.0], [20, 2.5], [40, 2.4]]},
+            {"id": "big", "flops_per_step": 4.0, "curve": [[10, 2.6], [20, 2.0]]}]
+    front = frontier(rows)
+    assert [(c, v, pid) for c, v, pid in front] == [(10.0, 3.0, "small"), (20.0, 2.5, "small"), (40.0, 2.4, "small"),
+                                                     (80.0, 2.0, "big")]
+    assert all(b[1] < a[1] and b[0] > a[0] for a, b in zip(front, front[1:]))
+
+
+# ------------------------------------------------------------------------------------------- engines
+def _fake_slurm(tmp_path: Path, monkeypatch) -> None:
+    """`srun` (which submitit looks for) and an `sbatch` that keeps the submission script and answers a job id."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"sbatch": f"#!/bin/sh\ncp \"$@\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n",
+               "srun": "#!/bin/sh\nexit 0\n"}
+    for name, text in scripts.items():
+        exe = bin_dir / name
+        exe.write_text(text)
+        exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_submission_through_submitit_without_a_cluster(tmp_path: Path, monkeypatch) -> None:
+    """A fake `sbatch` on PATH records what submitit submits: one job array with our resources."""
+    _fake_slurm(tmp_path, monkeypatch)
+    spec = load_sweep(_write_sweep(tmp_path), engine="slurm")
+    spec.slurm = {"partition": "gpu", "timeout_min": 90, "gpus_per_node": 1, "array_parallelism": 3}
+    jobs = point_jobs(spec)
+    ids = submit_slurm(jobs, tmp_path / "submitit", spec.slurm, threads=6)
+    assert sorted(ids.values()) == [f"4242_{i}" for i in range(4)]
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --array=0-3%3", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=6", "#SBATCH --gpus",
+                 "#SBATCH --time=90"):
+        assert line in script, line
+    assert "submitit.core._submit" in script
+    # the pickled calls are run_point on each point's job description
+    import cloudpickle
+
+    pickles = sorted((tmp_path / "submitit").glob("*_submitted.pkl"))
+    assert len(pickles) == 4
+    delayed = cloudpickle.loads(pickles[0].read_bytes())
+    assert delayed.function.__name__ == "run_point" and delayed.args[0]["id"] in ids
+
+
+def test_slurm_keys_map_to_submitit_parameters(tmp_path: Path, monkeypatch) -> None:
+    _fake_slurm(tmp_path, monkeypatch)
+    ex = slurm_executor(tmp_path, {"partition": "p", "mem_gb": 32}, threads=4, cluster="slurm")
+    params = ex._executor.parameters
+    assert params["partition"] == "p" and params["mem"] == "32GB" and params["cpus_per_task"] == 4
+
+
+# ------------------------------------------------------------------------------------------- end to end
+def test_tiny_sweep_end_to_end_grid_runs_table_fit_plot(tmp_path: Path, capsys) -> None:
+    path = _write_sweep(tmp_path)
+    assert sweep_main(["--config", str(path)]) == 0
+    out = tmp_path / "out"
+    rows = collect(out)
+    assert len(rows) == 4
+    assert sorted(r["params"] for r in rows) == sorted(set(r["params"] for r in rows))  # four distinct sizes
+    for r in rows:
+        assert r["steps"] == 12 and r["train_frames"] == 64 * 4
+        assert np.isfinite(r["val_video_loss"]) and r["perplexity"] == pytest.approx(np.exp(r["val_video_loss"]))
+        assert r["flops_per_step"] > 0 and r["flops"] == pytest.approx(r["flops_per_step"] * 12)
+        assert [s for s, _ in r["curve"]] == [5, 11]
+    # bigger trunks cost more FLOPs per step
+    by_size = sorted(rows, key=lambda r: r["params"])
+    assert all(a["flops_per_step"] < b["flops_per_step"] for a, b in zip(by_size, by_size[1:]))
+    # a rerun skips every finished point (results untouched)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("points/*/result.json")}
+    capsys.readouterr()
+    assert sweep_main(["--config", str(path)]) == 0
+    assert "4 done, 0 to run" in capsys.readouterr().out
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("points/*/result.json")}
+    # table -> fit -> plots
+    assert sweep_main(["fit", str(out), "--n-boot", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "results.csv" in text
+    report = json.loads((out / "fits.json").read_text())
+    assert report["points"] == 4
+    # 12 steps of a tiny model: a fit or a clear reason, never silence
+    assert report["fits"]["params"] or report["problems"]["params"]
+    assert (out / "loss_vs_params.png").stat().st_size > 1000 and (out / "frontier.png").is_file()
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"params", "flops", "val_video_loss", "fit_seconds"} <= set(header)
+    assert list((out / "tb_hparams").rglob("events.out.tfevents.*"))
+    assert analyse(out, n_boot=5)["points"] == 4
+
+
+def test_killed_point_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """A point with a last.ckpt and no result continues from the checkpoint's step instead of starting over."""
+    path = _write_sweep(tmp_path)
+    spec = load_sweep(path)
+    job = point_jobs(spec)[0]
+    from hma_zoo.sweep.point import run_point
+
+    half = dict(job, overrides={**job["overrides"], "trainer.max_steps": 6})
+    run_point(half)
+    folder = Path(job["folder"])
+    (folder / "result.json").unlink()  # as if killed after the checkpoint, before the evaluation
+    result = run_point(job)
+    assert result["steps"] == 12 and result["resumed"] and result["attempts"] == 2
