@@ -218,3 +218,13 @@ def test_killed_point_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     (folder / "result.json").unlink()  # as if killed after the checkpoint, before the evaluation
     result = run_point(job)
     assert result["steps"] == 12 and result["resumed"] and result["attempts"] == 2
+
+
+def test_sampled_metrics_when_asked(tmp_path: Path) -> None:
+    """eval.sample_metrics adds PSNR and delta-PSNR (MaskGIT samples decoded by the tokenizer) to the result."""
+    path = _write_sweep(tmp_path, eval={"batches": 1, "sample_metrics": 2})
+    job = point_jobs(load_sweep(path))[0]
+    from hma_zoo.sweep.point import run_point
+
+    result = run_point(dict(job, overrides={**job["overrides"], "trainer.max_steps": 2}))
+    assert np.isfinite(result["psnr"]) and np.isfinite(result["delta_psnr"])

@@ -140,12 +140,19 @@ def fit_power_law(x: Any, y: Any, x_name: str = "x", n_boot: int = 1000, seed: i
 # ------------------------------------------------------------------------------------------------------ the table
 def collect(root: str | Path) -> list[dict[str, Any]]:
     """Every finished point's ``result.json`` under ``root/points``, with ``seed`` / ``variant`` pulled out."""
+    import yaml
+
     rows = []
     for path in sorted(Path(root, "points").glob(f"*/{RESULT}")):
         r = json.loads(path.read_text())
         ov = r.get("overrides", {})
-        r.setdefault("seed", ov.get("seed_everything"))
-        r.setdefault("variant", ov.get("model.init_args.variant"))
+        base: dict[str, Any] = {}
+        point = path.parent / "point.json"
+        if point.is_file() and Path(json.loads(point.read_text()).get("base", "")).is_file():
+            base = yaml.safe_load(Path(json.loads(point.read_text())["base"]).read_text()) or {}
+        r.setdefault("seed", ov.get("seed_everything", base.get("seed_everything")))
+        r.setdefault("variant", ov.get("model.init_args.variant",
+                                       (base.get("model") or {}).get("init_args", {}).get("variant")))
         rows.append(r)
     return rows
 

@@ -87,8 +87,9 @@ def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec
              "--data.init_args.num_workers=0"]
     if eval_spec.get("batches") is not None:
         extra.append(f"--trainer.limit_val_batches={int(eval_spec['batches'])}")
-    if not eval_spec.get("sample_metrics", False):
-        extra.append("--model.init_args.val_metric_samples=0")
+    # sampled metrics (PSNR / delta-PSNR on the first val batch's samples) only when asked: they cost sampling
+    samples = 4 if eval_spec.get("sample_metrics", False) is True else int(eval_spec.get("sample_metrics") or 0)
+    extra.append(f"--model.init_args.val_metric_samples={samples}")
 
     def make_cli(ov: dict[str, Any]) -> Any:
         args = ["--config", base, *[f"--{k}={cli_value(v)}" for k, v in ov.items()], *extra]

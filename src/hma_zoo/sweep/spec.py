@@ -18,7 +18,7 @@ A sweep file (YAML)::
     eval:                                         # the loss-only evaluation after training
       batches: 16                                 # validation batches (null: the whole val split)
       overrides: {data.init_args.embodiments: [metaworld_sawyer]}   # a fixed val set shared by all points
-      sample_metrics: false                       # true: also PSNR / delta-PSNR (samples, slower)
+      sample_metrics: false                       # true (or N samples): also PSNR / delta-PSNR (slower)
     slurm: {partition: gpu, timeout_min: 120, gpus_per_node: 1, cpus_per_task: 8, array_parallelism: 16}
 
 Keys are dotted LightningCLI keys exactly as on the ``hma-zoo fit`` command line. A point's id is readable and
@@ -62,7 +62,7 @@ class EvalSpec:
 
     batches: int | None = 16
     overrides: dict[str, Any] = field(default_factory=dict)
-    sample_metrics: bool = False
+    sample_metrics: bool | int = False
 
 
 @dataclass
@@ -180,6 +180,6 @@ def load_sweep(path: str | Path, **changes: Any) -> SweepSpec:
         workers=workers, threads=threads, overrides=dict(raw.get("overrides") or {}), grid=grid, point_list=points,
         seeds=[int(s) for s in raw.get("seeds") or []],
         eval=EvalSpec(batches=ev.get("batches", 16), overrides=dict(ev.get("overrides") or {}),
-                      sample_metrics=bool(ev.get("sample_metrics", False))),
+                      sample_metrics=ev.get("sample_metrics", False)),
         slurm=dict(raw.get("slurm") or {}), source=str(path),
     )
