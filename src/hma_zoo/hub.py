@@ -10,6 +10,11 @@ Loading never unpickles: the config is JSON and the weights are safetensors. A f
 Each loadable class registers a *kind* with :func:`register_kind`; ``config.json`` stores it under
 ``"hma_zoo_kind"`` so :func:`load_pretrained` can rebuild the right class.
 
+World models and tokenizers also carry huggingface_hub's :class:`~huggingface_hub.ModelHubMixin` through
+:class:`ZooHubMixin`: ``model.save_pretrained(dir)``, ``HMA.from_pretrained(name)`` and
+``model.push_to_hub("org/name")`` are the mixin's methods writing and reading this same format (the functions here
+do the work, so the never-unpickle rule and the kind dispatch hold either way).
+
 ``config.json`` also holds ``meta``, the provenance the writers record. :func:`describe` is the one reader of it
 (for model cards and the pretrained table); the keys it understands:
 
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import ModelHubMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -104,8 +110,13 @@ def save_pretrained(
     return out
 
 
-def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """Turn ``local-dir:...``, a folder path, ``hf-hub:org/name`` or ``org/name`` into a local folder."""
+def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+            token: str | bool | None = None, force_download: bool = False, local_files_only: bool = False) -> Path:
+    """Turn ``local-dir:...``, a folder path, ``hf-hub:org/name`` or ``org/name`` into a local folder.
+
+    A hub repo is read from the local hub cache when it is there (no network call; ``force_download`` skips the
+    cache), else downloaded (``token`` for private repos; ``local_files_only`` or ``HF_HUB_OFFLINE=1``: never).
+    """
     s = str(name_or_path)
     if s.startswith("local-dir:"):
         path = Path(s[len("local-dir:") :]).expanduser()
@@ -126,18 +137,22 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, cac
         )
     from huggingface_hub import snapshot_download
 
-    try:  # the local hub cache first: no network round trip when the weights are already there
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
-                                      local_files_only=True))
-    except Exception as err:  # not cached (LocalEntryNotFoundError and relatives): ask the hub
-        log.debug("%s is not in the local hub cache (%s); trying the hub", repo_id, err)
+    if not force_download:
+        try:  # the local hub cache first: no network round trip when the weights are already there
+            return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
+                                          local_files_only=True))
+        except Exception as err:  # not cached (LocalEntryNotFoundError and relatives): ask the hub
+            log.debug("%s is not in the local hub cache (%s); trying the hub", repo_id, err)
     try:
-        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES)
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
+                                   token=token, force_download=force_download, local_files_only=local_files_only)
     except Exception as err:  # offline, missing repo, no cache: say which and how to fix it
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = (
             "HF_HUB_OFFLINE is set and the repo is not in the local hub cache"
             if offline
+            else "local_files_only is set and the repo is not in the local hub cache"
+            if local_files_only
             else "the hub could not be reached or the repo does not exist"
         )
         raise FileNotFoundError(f"cannot load {repo_id!r}: {hint} ({type(err).__name__}: {err})") from err
@@ -188,21 +203,25 @@ def load_pretrained(
     kind: str | None = None,
     map_location: str | torch.device = "cpu",
     revision: str | None = None,
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
     strict: bool = True,
     weights: bool = True,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
 ) -> nn.Module:
     """Rebuild a zoo member from a folder or hub repo and load its weights (never unpickles).
 
     Args:
-        name_or_path: see :func:`resolve`.
+        name_or_path: see :func:`resolve` (also ``token``, ``force_download``, ``local_files_only``).
         kind: if given, the stored kind must match (e.g. ``"hma"`` or ``"tokenizer"``).
         map_location: device for the weights.
         strict: passed to ``load_state_dict``.
         weights: ``False`` rebuilds the architecture of ``config.json`` with fresh (random) weights and reads no
             weights file (``create_model(tag, pretrained=False)``).
     """
-    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token, force_download=force_download,
+                     local_files_only=local_files_only)
     payload = read_config(folder)
     version = payload.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -253,6 +272,89 @@ def load_pretrained(
     if missing or unexpected:
         log.warning("loaded %s with missing=%s unexpected=%s", name_or_path, missing, unexpected)
     return module.to(map_location)
+
+
+class ZooHubMixin(ModelHubMixin, library_name="hma_zoo", pipeline_tag="robotics"):  # as hma_zoo.cards names them
+    """huggingface_hub's ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for zoo members, in the zoo's
+    format: ``config.json`` (kind, constructor config, provenance, checksums) + ``model.safetensors`` + a model card
+    rendered from the measured metadata (:func:`hma_zoo.cards.write_card`). Mixed into :class:`hma_zoo.model.HMA`
+    and :class:`hma_zoo.tokenizers.Tokenizer`; a subclass names its registered ``hub_kind``.
+
+    ::
+
+        model.save_pretrained("my-model")                     # this module's save_pretrained(model, "my-model")
+        model = HMA.from_pretrained("hma-vq-t64.simmix")      # a tag, a folder, local-dir:..., hf-hub:org/name
+        model.push_to_hub("org/my-model")                     # create the repo, save, upload (one commit)
+
+    ``from_pretrained`` goes through :func:`load_pretrained` (never unpickles; the kind stored in ``config.json``
+    must be the class's), so a hub id is read from the local hub cache first and works offline once cached.
+    ``push_to_hub`` uploads this module alone: a world model's bundled tokenizer travels with ``hma-zoo push``.
+    """
+
+    hub_kind: str
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's writer: :func:`save_pretrained` with the provenance this module was loaded with, then the
+        card (the mixin writes no config.json or card of its own when these exist)."""
+        assert isinstance(self, nn.Module)
+        save_pretrained(self, save_directory, meta=getattr(self, "pretrained_meta", None))
+        from hma_zoo.cards import write_card
+
+        write_card(save_directory)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> Any:
+        """Load a saved member of this class: a pretrained tag (``"hma-vq-t64.simmix"``), a ``save_pretrained``
+        folder, ``local-dir:PATH``, ``hf-hub:org/name`` or ``org/name`` (``@revision`` allowed). ``model_kwargs``:
+        ``map_location`` (default ``"cpu"``) and ``strict`` of :func:`load_pretrained`.
+
+        Raises:
+            ValueError: the folder holds another kind of member (e.g. a tokenizer asked of ``HMA``).
+            TypeError: it holds another class of the same kind, or an unknown keyword was given.
+        """
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision,
+                                    cache_dir=cache_dir, force_download=force_download,
+                                    local_files_only=local_files_only, token=token, **model_kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> Any:
+        if model_kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(model_kwargs)}; it takes "
+                            "map_location and strict (the architecture comes from config.json)")
+        from hma_zoo.pretrained import pretrained_cfg, resolve_pretrained
+
+        source: str | Path = model_id
+        if pretrained_cfg(model_id) is not None:  # a tag: its folder, else its hub repo
+            source = resolve_pretrained(model_id, kind=cls.hub_kind)
+        module = load_pretrained(source, kind=cls.hub_kind, map_location=map_location, revision=revision,
+                                 cache_dir=cache_dir, strict=strict, token=token, force_download=force_download,
+                                 local_files_only=local_files_only)
+        if not isinstance(module, cls):
+            raise TypeError(f"{model_id} holds a {type(module).__name__}, not a {cls.__name__}; load it with "
+                            f"{type(module).__name__}.from_pretrained or hma_zoo.load_pretrained")
+        return module
 
 
 def _dataset_name(value: Any) -> str | None:

@@ -34,8 +34,12 @@ from hma_zoo.model.trunk import KVCache, Trunk
 Embodiment = Sequence[str] | torch.Tensor
 
 
-class HMA(nn.Module):
-    """Heterogeneous Masked Autoregression world model; build it with :func:`hma_zoo.create_model`."""
+class HMA(nn.Module, hub.ZooHubMixin):
+    """Heterogeneous Masked Autoregression world model; build it with :func:`hma_zoo.create_model`.
+
+    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` come from huggingface_hub's mixin
+    (:class:`hma_zoo.hub.ZooHubMixin`), in the zoo's format (``config.json`` + ``model.safetensors``, never pickled).
+    """
 
     hub_kind = "hma"
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hma_zoo.configs import TokenSpec
+from hma_zoo.hub import ZooHubMixin
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,17 @@ def check_compatible(tokenizer_spec: TokenizerSpec, token_spec: TokenSpec) -> No
         )
 
 
-class Tokenizer(nn.Module, ABC):
+class Tokenizer(nn.Module, ZooHubMixin, ABC):
     """Base class: ``encode`` uint8 frames to tokens, ``decode`` tokens to uint8 frames.
 
     Subclasses set ``self.spec`` and implement :meth:`encode_images` / :meth:`decode_images` on float images
     in ``[-1, 1]`` of shape ``[N, 3, H, W]``; the frame-level plumbing (uint8, time axis) lives here.
+    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` come from huggingface_hub's mixin
+    (:class:`hma_zoo.hub.ZooHubMixin`), in the zoo's format.
     """
 
     spec: TokenizerSpec
+    hub_kind = "tokenizer"
 
     @abstractmethod
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
