@@ -1,12 +1,18 @@
-"""The dependency ranges of pyproject.toml and the exact tested set of constraints.txt agree, and the documented
-install commands use the constraints."""
+"""The dependency ranges of pyproject.toml and the exact tested set of constraints.txt agree, the documented
+install commands use the constraints, and a built wheel carries what the quickstart needs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -39,3 +45,56 @@ def test_the_documented_installs_use_the_constraints() -> None:
     commands += re.findall(r"pip install [^\n&]*\.\[sim,dev\]", (ROOT / ".ci" / "run").read_text())
     assert len(commands) == 3 and all("-c constraints.txt" in c for c in commands), commands
     assert (ROOT / "docs" / "install.md").is_file()
+
+
+# What the wheel must carry for `hma-zoo quickstart` (and `--pretrained`), beside the code.
+_SHIPPED_IN_WHEEL = ("tok-vq-f4-4k.simmix", "hma-vq-t64.simmix")
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_recipes_and_weights_outside_the_repo(tmp_path: Path) -> None:
+    """Build a wheel from the tracked layout (``pip wheel --no-deps``), install it alone into a folder, and run it
+    from a folder outside the repository with that folder first on the path: ``hma-zoo quickstart --help`` works,
+    and the recipe, the shipped tokenizer and the pretrained table come from the installed package."""
+    for name in _SHIPPED_IN_WHEEL:
+        if not (ROOT / "pretrained" / name / "config.json").is_file():
+            pytest.skip(f"pretrained/{name} is not in this checkout")
+    tree = tmp_path / "tree"  # only what the build needs (a copy: the build writes build/ and *.egg-info in it)
+    tree.mkdir()
+    for f in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / f, tree / f)
+    shutil.copytree(ROOT / "src", tree / "src", symlinks=True,
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "recipes", tree / "recipes")
+    for name in _SHIPPED_IN_WHEEL:
+        shutil.copytree(ROOT / "pretrained" / name, tree / "pretrained" / name)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PIP_NO_INDEX": "1"}
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheels"), str(tree)], check=True, env=env, cwd=tmp_path)
+    wheel = next((tmp_path / "wheels").glob("hma_zoo-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, env=env, cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_env = {**env, "PYTHONPATH": str(site)}
+    help_ = subprocess.run([sys.executable, str(site / "bin" / "hma-zoo"), "quickstart", "--help"], env=run_env,
+                           cwd=elsewhere, capture_output=True, text=True)
+    assert help_.returncode == 0 and help_.stdout.startswith("usage: hma-zoo quickstart"), help_.stderr[-3000:]
+    probe = (
+        "import json, hma_zoo, hma_zoo.quickstart as q, hma_zoo.pretrained as p\n"
+        "from hma_zoo.resources import resource_dir\n"
+        "m = hma_zoo.create_model('hma-vq-t64.simmix', pretrained=True)\n"
+        "print(json.dumps({'package': hma_zoo.__file__, 'recipes': str(resource_dir('recipes')),\n"
+        "  'recipe': str(q.RECIPE), 'recipe_ok': q.RECIPE.is_file(), 'tokenizer': str(q.SHIPPED_TOKENIZER),\n"
+        "  'tokenizer_ok': (q.SHIPPED_TOKENIZER / 'config.json').is_file(), 'shipped': sorted(p.shipped()),\n"
+        "  'model': type(m).__name__}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=run_env, cwd=elsewhere, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    installed = str(site.resolve())
+    for key in ("package", "recipes", "recipe", "tokenizer"):
+        assert str(Path(found[key]).resolve()).startswith(installed), (key, found[key])  # not the source tree
+    assert found["recipe_ok"] and found["tokenizer_ok"] and found["model"] == "HMA"
+    assert found["shipped"] == sorted(_SHIPPED_IN_WHEEL)

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from hma_zoo.hub import CONFIG_NAME, DEFAULT_LICENSE, TOKENIZER_SUBDIR, describe
+from hma_zoo.resources import resource_dir
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
+# the repository's pretrained/ in a clone; in an installed wheel, the folders it ships (see hma_zoo.resources)
+SHIPPED_DIR = resource_dir("pretrained")
 
 __all__ = [
     "NoPretrainedWeightsError",

@@ -26,14 +26,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hma_zoo.resources import resource_dir
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "quickstart.yaml"
+# The recipe and the tokenizer come with the package (a clone's recipes/ and pretrained/, or a wheel's package data:
+# hma_zoo.resources), so the quickstart runs from any folder.
+RECIPE = resource_dir("recipes") / "quickstart.yaml"
 # The f4 discrete tokenizer we trained on sim-mix-mini (docs/tokenizers.md): 16 x 16 ids per frame, grouped 2 x 2
 # per trunk token, so the small objects the actions move survive. Shipped so the quickstart's minutes go to the
 # world model. `--train-tokenizer` trains one from scratch instead (a few CPU minutes give a much blurrier one).
-SHIPPED_TOKENIZER = ROOT / "pretrained" / "tok-vq-f4-4k.simmix"
+SHIPPED_TOKENIZER = resource_dir("pretrained") / "tok-vq-f4-4k.simmix"
 
 
 def build_parser() -> argparse.ArgumentParser:
