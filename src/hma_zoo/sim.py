@@ -54,7 +54,8 @@ class Simulator:
         temperature: sampling temperature (0 = greedy for ``vq``).
         cfg_scale: classifier-free guidance on actions (1 = off).
         window: frames of context (default ``model.config.trunk.max_frames``); longer rollouts slide.
-        top_k, unmask, diffusion_steps: passed to :class:`~hma_zoo.sampling.FrameStepper`.
+        top_k, unmask, diffusion_steps, sampler: passed to :class:`~hma_zoo.sampling.FrameStepper`
+            (``mar``: ``sampler="ddim", diffusion_steps=8`` is the fast few-step head sampler).
         generator: random generator for reproducible sampling.
         record: keep every frame (prompt and generated) for :meth:`save` / :attr:`frames`; turn off for endless
             rollouts so memory stays constant.
@@ -73,6 +74,7 @@ class Simulator:
         diffusion_steps: int | None = None,
         generator: torch.Generator | None = None,
         record: bool = True,
+        sampler: str = "ddpm",
     ) -> None:
         spec = getattr(tokenizer, "spec", None)
         if spec is not None and hasattr(spec, "token_spec"):
@@ -83,7 +85,7 @@ class Simulator:
         self.tokenizer = tokenizer.eval() if isinstance(tokenizer, nn.Module) else tokenizer
         self.stepper = FrameStepper(model, steps=steps, temperature=temperature, top_k=top_k, unmask=unmask,
                                     cfg_scale=cfg_scale, window=window, diffusion_steps=diffusion_steps,
-                                    generator=generator)
+                                    generator=generator, sampler=sampler)
         self.record = record
         self._frames: list[torch.Tensor] = []  # uint8 [B, t, H, W, 3] pieces
         self._batched = True

@@ -136,3 +136,21 @@ def test_long_window_trains() -> None:
     out = model.compute_loss(tokens, actions, names, mask)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and model.trunk.blocks[0].temporal.qkv.weight.grad is not None
+
+
+def test_preallocated_layer_buffer_equals_concatenation_through_compactions_and_growth() -> None:
+    """``LayerKV`` (preallocated, moved by indices, compacted now and then) holds exactly what concatenating and
+    slicing would: the last ``keep`` committed frames, oldest first, with staged frames after them."""
+    from hma_zoo.model.trunk import LayerKV
+
+    keep, gen = 3, torch.Generator().manual_seed(0)
+    buf, ref = LayerKV(keep), torch.zeros(2, 1, 0, 4, dtype=torch.float64)
+    for step, length in enumerate([1, 2, 1, 1, 2, 1, 6, 1, 1, 2, 1, 1, 1, 1, 1]):  # 6: more than the buffer holds
+        new = torch.randn(2, 1, length, 4, generator=gen, dtype=torch.float64)
+        k, v, held = buf.stage(new, -new)
+        assert held == ref.shape[2]
+        assert torch.equal(k, torch.cat((ref, new), 2)) and torch.equal(v, -torch.cat((ref, new), 2))
+        n = step % 3 % length if length > 1 else 1  # commit all, some or none of the staged frames
+        buf.commit(n)
+        ref = torch.cat((ref, new[:, :, :n]), 2)[:, :, -keep:]
+        assert torch.equal(buf.held_kv()[0], ref)

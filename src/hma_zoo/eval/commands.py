@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no sampling: masked loss, perplexity and its split over changing / static tokens")
     p.add_argument("--steps", type=int, default=2, help="MaskGIT/MAR steps per frame")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
+                   help="mar only: the diffusion head's sampler (ddim: deterministic, few steps)")
+    p.add_argument("--diffusion-steps", type=int, default=None,
+                   help="mar only: diffusion steps per token (default: the model's sample_steps; ddim: 4-10)")
     p.add_argument("--random-draws", type=int, default=3, help="random-action draws for delta-PSNR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for metrics.json, metrics.md, GIFs (default: print only)")
@@ -120,7 +124,7 @@ def main(argv: list[str]) -> int:
                       rollout=args.rollout, horizon_multiple=args.horizon_multiple, steps=args.steps,
                       temperature=args.temperature, random_draws=args.random_draws, seed=args.seed,
                       probe=args.probe, policy=not args.no_policy, out_dir=args.out, num_gifs=args.num_gifs,
-                      lpips_weights=args.lpips_weights)
+                      lpips_weights=args.lpips_weights, diffusion_steps=args.diffusion_steps, sampler=args.sampler)
     result["settings"].update(ckpt=args.ckpt, tokenizer=str(tok_source), data=args.data,
                               threads=torch.get_num_threads(), cpu_count=os.cpu_count())
     if args.out:

@@ -438,6 +438,8 @@ def evaluate(
     num_gifs: int = 4,
     lpips_weights: str | None = None,
     progress: bool = True,
+    diffusion_steps: int | None = None,
+    sampler: str = "ddpm",
 ) -> dict[str, Any]:
     """Evaluate ``model`` with ``tokenizer`` on ``data`` (a dataset folder / URL or a datamodule).
 
@@ -459,6 +461,8 @@ def evaluate(
         policy: report ``policy`` rows for models with action heads.
         out_dir: if given, ``metrics.json``, ``metrics.md``, ``horizons.png`` and rollout GIFs go here.
         lpips_weights: torchvision AlexNet weights file to add LPIPS (skipped without one).
+        diffusion_steps, sampler: ``mar`` only: the per-token diffusion sampler (``"ddpm"`` with the model's
+            ``sample_steps`` by default; ``"ddim"`` with 4-10 steps is the fast one).
 
     Returns:
         ``{"rows": [...], "markdown": str, "settings": {...}, "notes": [...]}`` (rows: see
@@ -477,6 +481,8 @@ def evaluate(
     acc = scorer.acc
     cpu_gen = torch.Generator().manual_seed(seed + 1)
     sample = dict(steps=steps, temperature=temperature, unmask="confidence" if temperature == 0 else "random")
+    if model.kind == "mar":
+        sample.update(diffusion_steps=diffusion_steps, sampler=sampler)
     gif_rows: dict[str, list] = {}
     modes = MODES if rollout else MODES[:1]
     flags: set[str] = set()
@@ -513,6 +519,8 @@ def evaluate(
     result: dict[str, Any] = {"rows": rows}
     result["settings"] = dict(split=split, windows=n_windows, window=window, rollout_frames=total_len,
                               prompt_frames=prompt_frames, steps=steps, temperature=temperature,
+                              **({"diffusion_steps": diffusion_steps or model.config.diffusion.sample_steps,
+                                  "sampler": sampler} if model.kind == "mar" else {}),
                               random_draws=random_draws, seed=seed, own_fvd_features=feature_desc,
                               lpips="on" if scorer.lpips is not None else "skipped",
                               probe=_probe_summary(probe))

@@ -103,10 +103,14 @@ class DiffusionTokenHead(nn.Module):
         return loss.view(mul, -1).mean(0) if mul > 1 else loss
 
     def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg_scale: float = 1.0,
-               steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Tokens ``[N, token_dim]`` for conditions ``z`` ``[N, D]`` (``[2N, D]``: cond then uncond, with CFG)."""
+               steps: int | None = None, generator: torch.Generator | None = None,
+               sampler: str = "ddpm") -> torch.Tensor:
+        """Tokens ``[N, token_dim]`` for conditions ``z`` ``[N, D]`` (``[2N, D]``: cond then uncond, with CFG).
+
+        ``steps``: diffusion steps (default ``config.sample_steps``); ``sampler``: ``"ddpm"`` or ``"ddim"`` (few-step,
+        deterministic; see :mod:`hma_zoo.diffusion.gaussian`)."""
         return self.diffusion.sample(self.net, z, self.token_dim, steps or self.config.sample_steps,
-                                     temperature, cfg_scale, generator)
+                                     temperature, cfg_scale, generator, sampler=sampler)
 
 
 class RegressionActionHead(nn.Module):

@@ -31,7 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from hma_zoo.configs import ConditioningConfig, TrunkConfig
-from hma_zoo.model.attention import CrossAttention, SelfAttention
+from hma_zoo.model.attention import CrossAttention, SelfAttention, rope_table
 
 
 class Mlp(nn.Module):
@@ -66,50 +66,116 @@ class AdaLNBranch(nn.Module):
         return self.out(self.norm(x) * (1 + scale) + shift)
 
 
+class LayerKV:
+    """Preallocated temporal keys/values of one layer: buffers ``[N, H, cap, E]`` whose slots ``[start, start + held)``
+    hold the committed frames, oldest first.
+
+    A pass writes its new frames' keys/values right after the held ones (:meth:`stage`, one copy of the new frames,
+    no concatenation of the past) and attends to the view of held + new; :meth:`commit` keeps the first ``n`` of
+    them by moving an index. The buffer is twice the largest span it has served, so dropping the oldest frame
+    moves an index too, and the held frames are copied to the front only once every ``~cap / 2`` frames.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.start = 0
+        self.held = 0
+
+    def _reserve(self, like: torch.Tensor, new: int) -> None:
+        n, h, _, e = like.shape
+        need = self.held + new
+        k = self.k
+        if k is None or k.shape[0] != n or k.dtype != like.dtype or k.device != like.device or need > k.shape[2] // 2:
+            cap = 2 * max(need, self.keep + 2)
+            buf_k = like.new_empty(n, h, cap, e)
+            buf_v = like.new_empty(n, h, cap, e)
+            if k is not None and self.held:
+                buf_k[:, :, : self.held].copy_(k[:, :, self.start : self.start + self.held])
+                buf_v[:, :, : self.held].copy_(self.v[:, :, self.start : self.start + self.held])  # type: ignore[index]
+            self.k, self.v, self.start = buf_k, buf_v, 0
+        elif self.start + need > k.shape[2]:  # compact: start > cap / 2 >= held, so source and target never overlap
+            held = slice(self.start, self.start + self.held)
+            k[:, :, : self.held].copy_(k[:, :, held])
+            self.v[:, :, : self.held].copy_(self.v[:, :, held])  # type: ignore[index]
+            self.start = 0
+
+    def stage(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Write the new frames' ``k``, ``v`` ``[N, H, L, E]`` after the held ones; returns views of held + new keys
+        and values ``[N, H, held + L, E]`` and the number held before them. Nothing is committed yet."""
+        length = k.shape[2]
+        self._reserve(k, length)
+        lo = self.start + self.held
+        self.k[:, :, lo : lo + length].copy_(k)  # type: ignore[index]
+        self.v[:, :, lo : lo + length].copy_(v)  # type: ignore[index]
+        span = slice(self.start, lo + length)
+        return self.k[:, :, span], self.v[:, :, span], self.held  # type: ignore[index]
+
+    def commit(self, n: int) -> None:
+        """Keep the first ``n`` staged frames (their keys already sit in the buffer), then only the last ``keep``."""
+        self.held += n
+        if self.held > self.keep:
+            self.start += self.held - self.keep
+            self.held = self.keep
+
+    def held_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.k is None:
+            return None
+        span = slice(self.start, self.start + self.held)
+        return self.k[:, :, span], self.v[:, :, span]  # type: ignore[index]
+
+
 @dataclass
 class KVCache:
-    """Per-layer temporal keys/values of committed past frames, ``[B * S', H, P, E]`` each, ``P <= window - 1``.
+    """Per-layer temporal keys/values of committed past frames (:class:`LayerKV`), ``P <= window - 1`` frames each.
 
     ``next_pos`` is the absolute time position of the next frame. Memory is bounded: committing a frame drops
-    the oldest once ``window - 1`` frames are held.
+    the oldest once ``window - 1`` frames are held. The buffers are preallocated and reused: a step copies only the
+    new frame's keys and values (see :class:`LayerKV`).
     """
 
     window: int
-    keys: list[torch.Tensor | None] = field(default_factory=list)
-    values: list[torch.Tensor | None] = field(default_factory=list)
+    layers: list[LayerKV] = field(default_factory=list)
     next_pos: int = 0
 
     @property
     def num_frames(self) -> int:
-        return 0 if not self.keys or self.keys[0] is None else int(self.keys[0].shape[2])
+        return self.layers[0].held if self.layers else 0
+
+    def layer(self, i: int) -> LayerKV:
+        """The keys/values of layer ``i`` (created empty on first use)."""
+        while len(self.layers) <= i:
+            self.layers.append(LayerKV(max(self.window - 1, 0)))
+        return self.layers[i]
 
     def get(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if layer >= len(self.keys) or self.keys[layer] is None:
-            return None
-        return self.keys[layer], self.values[layer]  # type: ignore[return-value]
+        """Held keys and values of ``layer``, ``[N, H, P, E]`` each (views), or ``None`` before the first commit."""
+        return self.layers[layer].held_kv() if layer < len(self.layers) else None
 
     def put(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Append keys/values of newly committed frames and keep only the last ``window - 1`` frames."""
-        while len(self.keys) <= layer:
-            self.keys.append(None)
-            self.values.append(None)
-        old_k, old_v = self.keys[layer], self.values[layer]
-        if old_k is not None:
-            k = torch.cat((old_k, k), dim=2)
-            v = torch.cat((old_v, v), dim=2)  # type: ignore[arg-type]
-        keep = self.window - 1
-        self.keys[layer] = k[:, :, -keep:] if keep > 0 else k[:, :, :0]
-        self.values[layer] = v[:, :, -keep:] if keep > 0 else v[:, :, :0]
+        lkv = self.layer(layer)
+        lkv.stage(k, v)
+        lkv.commit(k.shape[2])
 
     def repeat(self, times: int) -> KVCache:
         """A cache for a batch repeated ``times`` along dim 0 (for classifier-free guidance)."""
         rep = KVCache(self.window, next_pos=self.next_pos)
-        rep.keys = [None if k is None else k.repeat(times, 1, 1, 1) for k in self.keys]
-        rep.values = [None if v is None else v.repeat(times, 1, 1, 1) for v in self.values]
+        for i in range(len(self.layers)):
+            held = self.get(i)
+            if held is not None:
+                rep.put(i, held[0].repeat(times, 1, 1, 1), held[1].repeat(times, 1, 1, 1))
         return rep
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+        """Bytes of the held keys and values (the preallocated buffers are about twice this)."""
+        total = 0
+        for i in range(len(self.layers)):
+            held = self.get(i)
+            if held is not None:
+                total += sum(t.numel() * t.element_size() for t in held)
+        return total
 
 
 class STBlock(nn.Module):
@@ -136,13 +202,15 @@ class STBlock(nn.Module):
         a: torch.Tensor | None,
         ctx: torch.Tensor | None,
         positions: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | LayerKV | None = None,
         window: int | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``x`` ``[B, T, S', D]``; ``a`` ``[B, T, D]`` frame action embeddings; ``ctx`` ``[B, T, M, D]`` action
         tokens for cross-attention; ``positions`` ``[T]`` absolute time positions; ``past_kv`` cached temporal
-        keys/values of earlier frames; ``window`` the temporal attention span in frames.
-        Returns the new ``x`` and this block's temporal keys/values."""
+        keys/values of earlier frames (a tuple, or a :class:`LayerKV` that this call stages its keys into);
+        ``window`` the temporal attention span in frames; ``rope`` the rotary tables of ``positions`` if already
+        computed. Returns the new ``x`` and this block's temporal keys/values."""
         b, t, s, d = x.shape
         if self.mode == "add" and a is not None:
             x = x + a.unsqueeze(2)
@@ -154,7 +222,7 @@ class STBlock(nn.Module):
         if self.adaln is not None and a is not None:
             x = x + self.drop(self.adaln(x, a))
         h = rearrange(self.norm_t(x), "b t s d -> (b s) t d")
-        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv, window=window)
+        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv, window=window, rope=rope)
         x = x + self.drop(rearrange(h, "(b s) t d -> b t s d", b=b))
         x = x + self.mlp(self.norm_m(x))
         return x, kv
@@ -191,19 +259,19 @@ class Trunk(nn.Module):
         t = x.shape[1]
         start = cache.next_pos if cache is not None else 0
         positions = torch.arange(start, start + t, device=x.device)
+        cfg = self.config
+        rope = rope_table(start, t, cfg.d_model // cfg.num_heads, cfg.rope_base, x.device) if cfg.rope_base else None
         if window is None:
             window = cache.window if cache is not None else self.config.max_frames
         elif cache is not None and window != cache.window:
             raise ValueError(f"window {window} differs from the cache's window {cache.window}")
         n_commit = t if commit is True else int(commit)
-        new_kv = []
         for i, block in enumerate(self.blocks):
-            past = cache.get(i) if cache is not None else None
-            x, kv = block(x, a, ctx, positions, past, window)
-            if n_commit:
-                new_kv.append(kv)
+            # with a cache, each layer stages this pass's keys in its preallocated buffer (committed below)
+            past = cache.layer(i) if cache is not None else None
+            x, _ = block(x, a, ctx, positions, past, window, rope)
         if n_commit and cache is not None:
-            for i, (k, v) in enumerate(new_kv):
-                cache.put(i, k[:, :, :n_commit], v[:, :, :n_commit])
+            for i in range(len(self.blocks)):
+                cache.layer(i).commit(n_commit)
             cache.next_pos += n_commit
         return self.norm(x)

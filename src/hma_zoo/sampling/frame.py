@@ -125,13 +125,15 @@ def mar_frame(
     cfg_scale: float = 1.0,
     diffusion_steps: int | None = None,
     generator: torch.Generator | None = None,
+    sampler: str = "ddpm",
 ) -> torch.Tensor:
     """MAR decoding of one frame of continuous tokens ``[B, S, P]``.
 
     Tokens are revealed in a random order per sample on a cosine schedule; at each step the trunk conditions
     the diffusion head of the tokens due at that step, which are then fixed: a token once sampled is never
     re-sampled (the original re-sampled every not-yet-remasked token at every step). With ``cfg_scale != 1``
-    the head's noise prediction is guided by the unconditional (null-action) rows.
+    the head's noise prediction is guided by the unconditional (null-action) rows. ``diffusion_steps`` and
+    ``sampler`` (``"ddpm"`` / ``"ddim"``) choose the per-token diffusion sampler.
     """
     x = torch.zeros(batch, num_tokens, head.token_dim, device=device, dtype=dtype)
     known = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
@@ -149,7 +151,7 @@ def mar_frame(
             zsel = torch.cat((zc[rows, pos], zu[rows, pos])).flatten(0, 1)
         else:
             zsel = z[rows, pos].flatten(0, 1)
-        new = head.sample(zsel, temperature, cfg_scale, diffusion_steps, generator)
+        new = head.sample(zsel, temperature, cfg_scale, diffusion_steps, generator, sampler=sampler)
         x = x.clone()
         x[rows, pos] = new.view(batch, -1, head.token_dim).to(dtype)
         known = known.clone()

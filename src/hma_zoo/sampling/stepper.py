@@ -37,6 +37,8 @@ class FrameStepper:
         window: frames each frame attends to, itself included (default ``trunk.max_frames``, the span the model
             was trained with; a smaller value shortens the span for both the cached and the reference path).
         diffusion_steps: ``mar`` only: respaced diffusion steps (default ``diffusion.sample_steps``).
+        sampler: ``mar`` only: ``"ddpm"`` (default; ancestral) or ``"ddim"`` (deterministic DDIM, for 4-10
+            ``diffusion_steps``; see :mod:`hma_zoo.diffusion.gaussian`).
         use_cache: ``False`` recomputes the whole sequence every step (reference path for tests and benchmarks;
             memory grows with the rollout).
         generator: random generator for reproducible sampling.
@@ -54,6 +56,7 @@ class FrameStepper:
         diffusion_steps: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        sampler: str = "ddpm",
     ) -> None:
         if int(steps) < 1:
             raise ValueError(f"steps (MaskGIT / MAR steps per frame) must be >= 1, got {steps}")
@@ -68,12 +71,21 @@ class FrameStepper:
         self.window = window or model.config.trunk.max_frames
         if self.window > model.config.trunk.max_frames:
             raise ValueError(f"window {self.window} exceeds the model's max_frames {model.config.trunk.max_frames}")
+        from hma_zoo.diffusion.gaussian import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS} (the mar diffusion head's sampler), got {sampler!r}")
+        if diffusion_steps is not None and int(diffusion_steps) < 1:
+            raise ValueError(f"diffusion_steps must be >= 1, got {diffusion_steps}")
         self.diffusion_steps = diffusion_steps
+        self.sampler = sampler
         self.use_cache = use_cache
         self.generator = generator
         self.cache: KVCache | None = None
         self.frames: torch.Tensor | None = None
         self._pending = False  # last held frame not yet in the cache (committed with the next frame's first pass)
+        self._last_a: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # (row, unk, embedding)
+        self._pending_a: torch.Tensor | None = None  # the pending frame's action embedding, when already known
 
     # ------------------------------------------------------------------ state
     @property
@@ -126,6 +138,7 @@ class FrameStepper:
         self.rows, self.unks = rows, unks  # rows conditioning each frame held, [N, T, A]
         self.cache = KVCache(self.window) if self.use_cache else None
         self._pending = False
+        self._last_a = self._pending_a = None
         if self.cache is not None:
             # Commit the prompt in window-sized pieces (bounded activations; the mask slides across pieces).
             for start in range(0, tp, self.window):
@@ -161,6 +174,7 @@ class FrameStepper:
     def _run_fn(self, row: torch.Tensor, unk: torch.Tensor):  # noqa: ANN202 - a closure for the frame samplers
         model = self.model
         a_new = model.embed_actions(row, unk, self.run_idx)  # the same for every step of this frame
+        self._last_a = (row, unk, a_new)
 
         def run(x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
             if self.cache is not None:
@@ -170,7 +184,9 @@ class FrameStepper:
                 if self._pending:
                     # Commit the previous frame in the same pass as this frame's first step (one call, not two).
                     prev = model.embed_video(self.frames[:, -1:], None)
-                    a_prev = model.embed_actions(self.rows[:, -1:], self.unks[:, -1:], self.run_idx)
+                    a_prev = self._pending_a
+                    if a_prev is None:
+                        a_prev = model.embed_actions(self.rows[:, -1:], self.unks[:, -1:], self.run_idx)
                     xe = torch.cat((prev, xe), 1)
                     a = None if a_new is None else torch.cat((a_prev, a_new), 1)
                     commit, self._pending = 1, False
@@ -227,7 +243,8 @@ class FrameStepper:
                       generator=self.generator)
         if model.kind == "vq":
             return maskgit_frame(run, model.video_head, top_k=self.top_k, unmask=self.unmask, **common)
-        return mar_frame(run, model.video_head, dtype=self.dtype, diffusion_steps=self.diffusion_steps, **common)
+        return mar_frame(run, model.video_head, dtype=self.dtype, diffusion_steps=self.diffusion_steps,
+                         sampler=self.sampler, **common)
 
     @torch.no_grad()
     def commit(self, frame: torch.Tensor, action: torch.Tensor | None) -> None:
@@ -238,6 +255,9 @@ class FrameStepper:
         frame = frame.to(self.device).repeat(n, *([1] * (frame.ndim - 1)))
         self.frames = torch.cat((self.frames, frame.unsqueeze(1).to(self.frames.dtype)), 1)
         self.rows, self.unks = torch.cat((self.rows, row), 1), torch.cat((self.unks, unk), 1)
+        last = self._last_a  # the committed row is usually the one the frame was sampled with: reuse its embedding
+        same = last is not None and torch.equal(last[0], row) and torch.equal(last[1], unk)
+        self._pending_a = last[2] if same else None  # type: ignore[index]
         self._pending = self.cache is not None
         self._trim()
 
