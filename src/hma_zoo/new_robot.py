@@ -42,16 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tokenizer-steps", type=int, default=500, help="tokenizer fine-tuning steps (0: keep it)")
     p.add_argument("--wm-steps", type=int, default=300, help="world-model steps, the same for both arms")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=8, help="world-model windows per step (default 8)")
+    p.add_argument("--lr", type=float, default=1e-3, help="world-model learning rate, both arms (default 1e-3)")
     p.add_argument("--max-episodes", type=int, default=None, help="train episodes kept per embodiment")
     p.add_argument("--change-weight", type=float, default=2.0,
                    help="extra loss weight of tokens that change between frames (both arms; as the shipped models)")
     p.add_argument("--full-frame-ratio", type=float, default=0.3,
                    help="share of frames hidden whole in training (both arms; as the shipped models)")
-    p.add_argument("--eval-windows", type=int, default=16)
+    p.add_argument("--eval-windows", type=int, default=16, help="validation windows each arm is evaluated on")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of both arms' training (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     return p
 

@@ -45,11 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=100, help="control steps per episode (--gym-env)")
     b.add_argument("--stride", type=int, default=1, help="control steps per frame (--gym-env)")
     b.add_argument("--out", required=True, help="output dataset folder")
-    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--workers", type=int, default=2, help="simulator processes run in parallel (default 2)")
     b.add_argument("--episodes", type=int, help="episodes per embodiment (overrides the mixture's)")
-    b.add_argument("--image-size", type=int, default=64)
-    b.add_argument("--encoding", choices=["npy", "mp4"], default="npy")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--image-size", type=int, default=64, help="side of the square rendered frames (default 64 pixels)")
+    b.add_argument("--encoding", choices=["npy", "mp4"], default="npy",
+                   help="how frames are stored in the shards: npy (raw uint8, exact; default) or mp4 (H.264, smaller)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the episodes' resets and actions (default 0)")
     b.add_argument("--val-fraction", type=float, default=None,
                    help="share of episodes in the val split (default: the mixture's own, else 0.1)")
     b.add_argument("--overwrite", action="store_true",
@@ -60,26 +61,28 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--list", action="store_true", help="list the named mixtures and exit")
 
     v = sub.add_parser("validate", help="read every episode of a dataset and check it against the manifest")
-    v.add_argument("data")
+    v.add_argument("data", help="dataset folder (holds manifest.json) or its URL")
     v.add_argument("--skip-damaged", action="store_true", help="count damaged episodes instead of failing")
 
     s = sub.add_parser("stats", help="print the manifest's per-embodiment table")
-    s.add_argument("data")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("data", help="dataset folder (holds manifest.json) or its URL")
+    s.add_argument("--json", action="store_true", help="print the manifest (without its shard list) as JSON instead")
 
     t = sub.add_parser("tokenize", help="write pre-tokenised token shards with a tokenizer")
-    t.add_argument("--data", required=True)
+    t.add_argument("--data", required=True, help="episode (frame) dataset folder to tokenise")
     t.add_argument("--tokenizer", required=True, help="registered tokenizer name or saved directory / hub id")
-    t.add_argument("--out", required=True)
-    t.add_argument("--batch-frames", type=int, default=256)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--out", required=True, help="new token dataset folder")
+    t.add_argument("--batch-frames", type=int, default=256, help="frames per tokenizer call (default 256)")
+    t.add_argument("--device", default="cpu", help="torch device of the tokenizer, e.g. cpu or cuda (default cpu)")
+    t.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
     f = sub.add_parser("import-files", help="import a folder of per-episode .npz/.npy/.hdf5 files")
-    f.add_argument("--src", required=True)
-    f.add_argument("--out", required=True)
-    f.add_argument("--embodiment", required=True)
-    f.add_argument("--control-hz", type=float, required=True)
+    f.add_argument("--src", required=True, help="folder of episode files, one episode per file (or one robomimic "
+                                                "HDF5 with --robomimic)")
+    f.add_argument("--out", required=True, help="new dataset folder")
+    f.add_argument("--embodiment", required=True, help="name of the robot the episodes come from (its action "
+                                                       "space and camera)")
+    f.add_argument("--control-hz", type=float, required=True, help="control steps per second of the actions")
     f.add_argument("--stride", type=int, default=1,
                    help="keep every N-th frame of the files, which hold one frame per control step (unless "
                         "--source-stride says otherwise); all actions are kept, the stored stride is "
@@ -87,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--source-stride", type=int, default=1,
                    help="control steps per frame in the files (default 1): T frames then take (T-1)*N or T*N "
                         "actions, one per control step; other counts are refused")
-    f.add_argument("--frames-key", default="frames")
-    f.add_argument("--actions-key", default="actions")
+    f.add_argument("--frames-key", default="frames", help="key of the frames [T, H, W, 3] (default frames)")
+    f.add_argument("--actions-key", default="actions", help="key of the actions [N, A] (default actions)")
     f.add_argument("--proprio-key", "--state-key", dest="proprio_key", default=None,
                    help="key of the per-frame state (stored as proprio; the state probe regresses it)")
     f.add_argument("--reward-key", default=None, help="key of the per-action reward")
@@ -99,27 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--frame-scale", type=_number, default=None,
                    help="multiply non-uint8 frames by this before rounding to uint8, e.g. 255 for floats in [0, 1] "
                         "or 1/257 for uint16 (without it such frames are refused)")
-    f.add_argument("--image-size", type=int, default=64)
+    f.add_argument("--image-size", type=int, default=64,
+                   help="side of the square frames stored, in pixels; frames are resized to it (default 64)")
     f.add_argument("--robomimic", action="store_true", help="one HDF5 with data/demo_*/ groups (robomimic)")
     f.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes in the val split, in [0, 1)")
-    f.add_argument("--overwrite", action="store_true")
+    f.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
     sb = sub.add_parser("subset", help="a dataset of some embodiments of another, sharing its shards (no copy)")
     sb.add_argument("--data", required=True, help="source dataset folder")
-    sb.add_argument("--embodiments", nargs="+", required=True)
+    sb.add_argument("--embodiments", nargs="+", required=True, help="the embodiments to keep (names in the source's "
+                                                                    "manifest)")
     sb.add_argument("--out", required=True, help="new dataset folder (holds only manifest.json)")
 
     r = sub.add_parser("import-lerobot", help="import a LeRobot dataset on disk (v2 / v3: parquet + mp4)")
-    r.add_argument("--src", required=True)
-    r.add_argument("--out", required=True)
-    r.add_argument("--embodiment", default=None)
+    r.add_argument("--src", required=True, help="LeRobot dataset folder (meta/info.json, data/, videos/)")
+    r.add_argument("--out", required=True, help="new dataset folder")
+    r.add_argument("--embodiment", default=None,
+                   help="embodiment name (default: the dataset's robot_type, else the folder name)")
     r.add_argument("--camera", default=None, help="video key, e.g. observation.images.top (default: first)")
     r.add_argument("--state-key", default="observation.state",
                    help="per-frame state column, stored as proprio for the state probe (default observation.state)")
     r.add_argument("--stride", type=int, default=1, help="keep every N-th frame (actions are kept at full rate)")
-    r.add_argument("--image-size", type=int, default=64)
-    r.add_argument("--val-fraction", type=float, default=0.1)
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--image-size", type=int, default=64,
+                   help="side of the square frames stored, in pixels; video frames are resized to it (default 64)")
+    r.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes in the val split, in [0, 1)")
+    r.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
 
     x = sub.add_parser("export-lerobot", help="write one embodiment of an episode dataset as a LeRobot v3.0 dataset "
                                               "(parquet + mp4; generated rollouts included)")

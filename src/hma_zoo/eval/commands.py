@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer folder / hub id / shipped name (default: the one bundled with --model)")
     p.add_argument("--data", required=True, help="dataset folder or URL prefix (episode or token shards)")
-    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--split", default="val", choices=("val", "train"), help="split of --data (default val)")
     p.add_argument("--max-windows", type=int, default=32, help="windows evaluated (default 32)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--window", type=int, default=None, help="frames per window (default: model max_frames)")
     p.add_argument("--prompt-frames", type=int, default=1, help="ground-truth frames a rollout starts from")
     p.add_argument("--rollout", action="store_true", help="also evaluate autoregressive rollouts")
@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diffusion-steps", type=int, default=None,
                    help="mar only: diffusion steps per token (default: the model's sample_steps; ddim: 4-10)")
     p.add_argument("--random-draws", type=int, default=3, help="random-action draws for delta-PSNR")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the window choice, sampling and random actions")
     p.add_argument("--out", default=None, help="folder for metrics.json, metrics.md, GIFs (default: print only)")
-    p.add_argument("--num-gifs", type=int, default=4)
+    p.add_argument("--num-gifs", type=int, default=4, help="rollout GIFs written to --out (default 4)")
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet weights file (LPIPS; else skipped)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--write-card", metavar="TAG", default=None,

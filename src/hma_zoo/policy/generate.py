@@ -538,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-episodes", type=int, default=None,
                    help="draw prompts from the first N eligible episodes by id only (e.g. the 10 real demos a BC "
                         "policy also trains on: hma-zoo policy train --episodes 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the prompt choice, the action noise, the policy and the sampling (default 0)")
     p.add_argument("--actions", choices=ACTION_SOURCES, default="replay",
                    help="action source: replay (recorded, default), policy (--policy/--task) or model (policy head)")
     p.add_argument("--noise", type=float, default=0.0, help="action noise in units of the action std (default 0)")
@@ -551,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1; 0 = greedy)")
     p.add_argument("--batch-size", type=int, default=8, help="episodes generated together (replay / model)")
     p.add_argument("--val-fraction", type=float, default=0.0, help="share of episodes in the val split (default 0)")
-    p.add_argument("--encoding", choices=("npy", "mp4"), default="npy")
+    p.add_argument("--encoding", choices=("npy", "mp4"), default="npy",
+                   help="how frames are stored in the shards: npy (raw uint8, exact; default) or mp4 (H.264, smaller)")
     p.add_argument("--device", default="cpu", help="torch device of the model and tokenizer (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return p
