@@ -98,3 +98,45 @@ def test_an_installed_wheel_finds_its_recipes_and_weights_outside_the_repo(tmp_p
         assert str(Path(found[key]).resolve()).startswith(installed), (key, found[key])  # not the source tree
     assert found["recipe_ok"] and found["tokenizer_ok"] and found["model"] == "HMA"
     assert found["shipped"] == sorted(_SHIPPED_IN_WHEEL)
+
+
+# Core dependencies that src/ does not import by name: the distribution whose own requirements name each, and the
+# module of it that src/ imports and that uses it at run time.
+_IMPORTED_THROUGH = {
+    "torchvision": ("timm", "timm"),  # timm imports torchvision.ops; pinned to the build that imports beside our torch
+    "jsonargparse": ("lightning", "lightning.pytorch.cli"),  # LightningCLI parses recipes with it (a lightning extra)
+}
+
+
+def _imported_modules() -> set[str]:
+    """Every absolute module name imported in src/hma_zoo (``a.b.c`` adds ``a``, ``a.b`` and ``a.b.c``)."""
+    import ast
+
+    names: set[str] = set()
+    for path in (ROOT / "src" / "hma_zoo").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+    return {".".join(n.split(".")[: k + 1]) for n in names for k in range(n.count(".") + 1)}
+
+
+def test_every_core_dependency_is_imported() -> None:
+    """Each core dependency of pyproject.toml is imported by src/ (as a distribution: pillow is PIL), or is required
+    by a library whose module that needs it src/ imports (torchvision for timm, jsonargparse for LightningCLI)."""
+    from importlib.metadata import packages_distributions, requires
+
+    core = [canonicalize_name(Requirement(r).name)
+            for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    modules = _imported_modules()
+    by_module = packages_distributions()
+    imported = {canonicalize_name(d) for m in modules if "." not in m for d in by_module.get(m, [])}
+    for name in core:
+        if name in imported:
+            continue
+        assert name in _IMPORTED_THROUGH, f"{name} is a core dependency that nothing in src/ imports: drop it or use it"
+        dist, module = _IMPORTED_THROUGH[name]
+        assert module in modules, f"{name} is declared for {module}, which src/ no longer imports"
+        needs = {canonicalize_name(Requirement(r).name) for r in requires(dist) or []}
+        assert name in needs, f"{dist} does not require {name}"
