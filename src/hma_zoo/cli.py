@@ -10,6 +10,7 @@
   (:mod:`hma_zoo.policy`).
 * ``hma-zoo new-robot --data DIR --model NAME``: add a robot to a pretrained world model (:mod:`hma_zoo.new_robot`).
 * ``hma-zoo quickstart``: the README's main job end to end (:mod:`hma_zoo.quickstart`).
+* ``hma-zoo demo [--model NAME] [--port 7860]``: drive a world model in the browser (:mod:`hma_zoo.demo`).
 
 Global flags (before or after the command): ``--version``, ``--debug``. A user error (a missing file, a bad
 value, an unknown name, broken data) prints one line, ``hma-zoo COMMAND: error: ...``, and exits with 1;
@@ -39,6 +40,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("hma_zoo.policy.generate", "write world-model rollouts as a dataset (synthetic data)"),
     "new-robot": ("hma_zoo.new_robot", "add your robot to a pretrained world model (and compare with scratch)"),
     "quickstart": ("hma_zoo.quickstart", "the README's main job: data, tokenizer, world model, rollout, metrics"),
+    "demo": ("hma_zoo.demo", "drive a world model in the browser, in real time (web app on 127.0.0.1)"),
 }
 
 
