@@ -223,3 +223,36 @@ def test_real_twin_steps_beside_the_prediction() -> None:
             s.executor.submit(s.step, None, "replay").result()
     finally:
         manager.close_all()
+
+
+def test_dataset_episodes_are_prompts_and_rebuild_the_examples(tmp_path) -> None:
+    """``--data DIR``: its episodes are offered per embodiment, a chosen one is the prompt and its recorded actions are
+    replayed; a wrong id says so; :func:`build_examples` writes a file that loads back the same episode."""
+    from hma_zoo.data.schema import EmbodimentInfo
+    from hma_zoo.data.shards import DatasetWriter
+    from hma_zoo.demo.prompts import build_examples
+    from tests.data.data_helpers import make_episode
+
+    arm = EmbodimentInfo("arm", action_dim=3, control_hz=10.0, frame_hz=5.0)  # stride 2, as the tiny model's arm
+    with DatasetWriter(tmp_path / "data", [arm], image_size=(8, 8)) as w:
+        for i in range(4):
+            w.add(make_episode(f"arm_{i}", arm, 6, seed=i), split="val" if i >= 2 else "train")
+    manager = tiny_manager(data_dir=str(tmp_path / "data"), prompt_frames=2)
+    s = manager.open()
+    arm_desc = next(e for e in s.describe("tiny")["embodiments"] if e["name"] == "arm")
+    episodes = [p for p in arm_desc["prompts"] if p.startswith("episode:")]
+    assert episodes == ["episode:arm_2", "episode:arm_3", "episode:arm_0", "episode:arm_1"]  # validation first
+    info = s.start("tiny", "arm", prompt=episodes[0])
+    assert info["source"].endswith(episodes[0].removeprefix("episode:")) and info["replay"]
+    recorded = manager.data.load(episodes[0].removeprefix("episode:")).actions
+    np.testing.assert_allclose(s.step(mode="replay")["action"], recorded[2], atol=1e-4)  # after the 2-frame prompt
+    with pytest.raises(DemoError, match="has no episode 'arm_9'"):
+        s.start("tiny", "arm", prompt="episode:arm_9")
+    with pytest.raises(DemoError, match="is of 'arm', not 'pusht'"):
+        s.start("tiny", "pusht", prompt=episodes[0])
+    path = build_examples(tmp_path / "data", tmp_path / "examples.npz")
+    (ex,) = load_examples(path).values()
+    assert ex.embodiment == "arm" and ex.frame_hz == 5.0 and ex.stride == 2 and ex.frames.shape == (4, 8, 8, 3)
+    assert ex.source.endswith("arm_2")  # the first validation episode
+    np.testing.assert_array_equal(ex.actions, manager.data.load("arm_2").actions)
+    manager.close_all()
