@@ -55,6 +55,8 @@ def bench(variant: str, batch: int, precision: str, device: torch.device, steps:
     groups, _ = weight_decay_groups(model, 0.05)
     opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     tokens, actions = _batch(model, batch, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     cfg = model.config
     b, t = tokens.shape[:2]
     names = ["robot"] * b
@@ -86,10 +88,11 @@ def bench(variant: str, batch: int, precision: str, device: torch.device, steps:
         _sync(device)
         times.append(time.perf_counter() - start)
     dt = statistics.median(times)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     n_tok = b * t * cfg.tokens.tokens_per_frame
     params = sum(p.numel() for p in model.parameters())
     return {"params_m": params / 1e6, "step_s": dt, "tokens_per_s": n_tok / dt, "gflop_per_step": flops / 1e9,
-            "achieved_tflops": flops / dt / 1e12, "mfu": flops / dt / peak}
+            "achieved_tflops": flops / dt / 1e12, "mfu": flops / dt / peak, "peak_mem_gib": peak_mem}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device {device}, batch {args.batch}, {args.steps} timed steps (median), threads {torch.get_num_threads()}")
     header = (f"{'variant':<12} {'prec':<5} {'params':>8} {'step (s)':>9} {'tokens/s':>10} {'GFLOP/step':>11} "
-              f"{'TFLOP/s':>8} {'peak TFLOP/s':>12} {'MFU':>6}")
+              f"{'TFLOP/s':>8} {'peak TFLOP/s':>12} {'MFU':>6} {'peak mem':>9}")
     print(header)
     print("-" * len(header))
     for precision in args.precision:
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             r = bench(variant, args.batch, precision, device, args.steps, args.warmup, peak, args.compile)
             print(f"{variant:<12} {precision:<5} {r['params_m']:>7.2f}M {r['step_s']:>9.3f} {r['tokens_per_s']:>10.0f} "
                   f"{r['gflop_per_step']:>11.2f} {r['achieved_tflops']:>8.4f} {peak / 1e12:>12.4f} "
-                  f"{100 * r['mfu']:>5.1f}%")
+                  f"{100 * r['mfu']:>5.1f}% {r['peak_mem_gib']:>8.2f}G")
     return 0
 
 

@@ -59,6 +59,11 @@ class Simulator:
         generator: random generator for reproducible sampling.
         record: keep every frame (prompt and generated) for :meth:`save` / :attr:`frames`; turn off for endless
             rollouts so memory stays constant.
+        compile: a ``torch.compile`` mode (``"default"``; ``"reduce-overhead"`` = CUDA graphs on a GPU) for the
+            fixed-shape parts of the world model (:func:`hma_zoo.sampling.compile_for_inference`) and the tokenizer's
+            decoder; ``None`` (default) runs eagerly. The first steps compile (tens of seconds).
+        amp_dtype: run the world model and the decoder under ``torch.autocast`` to this dtype (``torch.bfloat16`` on
+            a GPU); ``None`` (default) keeps the weights' dtype.
     """
 
     def __init__(
@@ -75,6 +80,8 @@ class Simulator:
         generator: torch.Generator | None = None,
         record: bool = True,
         sampler: str = "ddpm",
+        compile: str | None = None,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         spec = getattr(tokenizer, "spec", None)
         if spec is not None and hasattr(spec, "token_spec"):
@@ -87,6 +94,14 @@ class Simulator:
                                     cfg_scale=cfg_scale, window=window, diffusion_steps=diffusion_steps,
                                     generator=generator, sampler=sampler)
         self.record = record
+        self.amp_dtype = amp_dtype
+        if compile is not None:
+            from hma_zoo.sampling import compile_for_inference
+
+            compile_for_inference(self.model, compile)
+            decoder = getattr(self.tokenizer, "decoder", None)
+            if isinstance(decoder, nn.Module):
+                decoder.compile(mode=compile, dynamic=False)
         self._frames: list[torch.Tensor] = []  # uint8 [B, t, H, W, 3] pieces
         self._batched = True
         self._specs: list[EmbodimentSpec] = []
@@ -117,12 +132,19 @@ class Simulator:
             raise RuntimeError("call Simulator.reset(prompt_frames, embodiment=...) first")
 
     # ------------------------------------------------------------------ reset / step
+    def _amp(self) -> Any:
+        """The autocast context of ``amp_dtype`` on the model's device (a no-op context without one)."""
+        from hma_zoo.sampling.accelerate import autocast_context
+
+        return autocast_context(self.model.pos.device, self.amp_dtype)
+
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens ``[B, T, ...]`` -> uint8 frames ``[B, T, H, W, 3]`` on the CPU."""
         param = next(iter(self.tokenizer.parameters()), None) if isinstance(self.tokenizer, nn.Module) else None
         if param is not None:
             tokens = tokens.to(param.device)
-        return self.tokenizer.decode(tokens).cpu()
+        with self._amp():
+            return self.tokenizer.decode(tokens).cpu()
 
     @torch.no_grad()
     def reset(
@@ -170,7 +192,8 @@ class Simulator:
             if pa.ndim != 3 or pa.shape[:2] != (b, tp - 1):
                 raise ValueError(f"prompt_actions must be [B, Tp - 1 = {tp - 1}, chunk], got {tuple(pa.shape)}")
             actions = torch.stack([self._action_rows(pa[:, t]) for t in range(tp - 1)], 1)
-        self.stepper.reset(tokens, actions, names if names else torch.zeros(b, dtype=torch.long))
+        with self._amp():
+            self.stepper.reset(tokens, actions, names if names else torch.zeros(b, dtype=torch.long))
         self.num_steps = 0
         decoded = self._decode(tokens) if self.record else self._decode(tokens[:, -1:])
         self._frames = [decoded] if self.record else []
@@ -237,7 +260,8 @@ class Simulator:
         """
         self._require_reset()
         rows = self._batch_action(action)
-        tokens = self.stepper.step(rows)
+        with self._amp():
+            tokens = self.stepper.step(rows)
         frame = self._decode(tokens.unsqueeze(1))
         if self.record:
             self._frames.append(frame)

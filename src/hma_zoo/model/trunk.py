@@ -211,6 +211,15 @@ class STBlock(nn.Module):
         keys/values of earlier frames (a tuple, or a :class:`LayerKV` that this call stages its keys into);
         ``window`` the temporal attention span in frames; ``rope`` the rotary tables of ``positions`` if already
         computed. Returns the new ``x`` and this block's temporal keys/values."""
+        x, h = self.before_time(x, a, ctx)
+        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv, window=window, rope=rope)
+        return self.after_time(x, h), kv
+
+    def before_time(self, x: torch.Tensor, a: torch.Tensor | None, ctx: torch.Tensor | None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branches before temporal attention (fixed shapes, no cache: what
+        :func:`hma_zoo.sampling.compile_for_inference` compiles): ``x`` ``[B, T, S', D]`` -> the updated ``x`` and
+        the normed temporal-attention input ``[B * S', T, D]``."""
         b, t, s, d = x.shape
         if self.mode == "add" and a is not None:
             x = x + a.unsqueeze(2)
@@ -221,11 +230,12 @@ class STBlock(nn.Module):
             x = x + self.drop(h.view(b, t, s, d))
         if self.adaln is not None and a is not None:
             x = x + self.drop(self.adaln(x, a))
-        h = rearrange(self.norm_t(x), "b t s d -> (b s) t d")
-        h, kv = self.temporal(h, causal=True, positions=positions, past_kv=past_kv, window=window, rope=rope)
-        x = x + self.drop(rearrange(h, "(b s) t d -> b t s d", b=b))
-        x = x + self.mlp(self.norm_m(x))
-        return x, kv
+        return x, rearrange(self.norm_t(x), "b t s d -> (b s) t d")
+
+    def after_time(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The temporal residual and the MLP: ``x`` ``[B, T, S', D]``, attention output ``h`` ``[B * S', T, D]``."""
+        x = x + self.drop(rearrange(h, "(b s) t d -> b t s d", b=x.shape[0]))
+        return x + self.mlp(self.norm_m(x))
 
 
 class Trunk(nn.Module):
