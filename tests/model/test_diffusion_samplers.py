@@ -83,7 +83,9 @@ def test_prepared_denoiser_equals_forward(t: int) -> None:
     z = torch.randn(10, 8, dtype=torch.float64)
     with torch.no_grad():
         ref = net(x, torch.full((10,), t), z)
-        fast = net.prepare(z)(x.clone(), t)
+        fast = net.prepare(z, [999, t])(x.clone(), t)
+        assert torch.equal(net.prepare(z, [999, t])(x.clone(), t), fast)  # the cached tables give the same
+        torch.testing.assert_close(net.prepare(z)(x.clone(), t), ref, rtol=1e-12, atol=1e-12)  # t not in the list
     torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -112,3 +114,18 @@ def test_stepper_sampler_option_reaches_the_head(monkeypatch: pytest.MonkeyPatch
         FrameStepper(model, sampler="dpm")
     with pytest.raises(ValueError, match="diffusion_steps"):
         FrameStepper(model, diffusion_steps=0)
+
+
+def test_prepared_tables_follow_weight_updates() -> None:
+    """The cached timestep embeddings and stacked modulation layers are rebuilt after an in-place weight update
+    (an optimiser step between validation samplings must not leave stale tables)."""
+    net = _net(5)
+    x, z = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
+    with torch.no_grad():
+        before = net.prepare(z, [7])(x.clone(), 7)
+        net.blocks[1].ada.weight.mul_(1.5)
+        net.time_embed[0].bias.add_(0.3)
+        after = net.prepare(z, [7])(x.clone(), 7)
+        ref = net(x, torch.full((4,), 7), z)
+    torch.testing.assert_close(after, ref, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(before, after)

@@ -148,15 +148,16 @@ class GaussianDiffusion(nn.Module):
         is a deterministic function of ``cond``, and the generator is not used at all. ``ddim`` injects no noise
         after ``x_T`` at any temperature.
 
-        If ``net`` has a ``prepare(cond) -> fn(x, t: int)`` method (as :class:`~hma_zoo.diffusion.DiffusionMLP` has),
-        the work that depends on ``cond`` only is done once, not at every step.
+        If ``net`` has a ``prepare(cond, timesteps) -> fn(x, t: int)`` method (as
+        :class:`~hma_zoo.diffusion.DiffusionMLP` has), the work that depends on ``cond`` only is done once, not at
+        every step.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         guided = cfg_scale != 1.0
         n = cond.shape[0] // 2 if guided else cond.shape[0]
         ts, table = self.coefficients(steps, sampler)
-        prepared = net.prepare(cond) if hasattr(net, "prepare") else None
+        prepared = net.prepare(cond, ts) if hasattr(net, "prepare") else None
         rows = cond.shape[0]
         if temperature > 0:
             x = temperature * torch.randn(n, dim, device=cond.device, dtype=cond.dtype, generator=generator)

@@ -31,14 +31,12 @@ class _ResBlock(nn.Module):
         shift, scale, gate = self.ada(F.silu(c)).chunk(3, dim=-1)
         return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
 
-    def fast(self, x: torch.Tensor, c_act: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` given ``silu(c)`` (computed once for all blocks), at inference: ``1 + scale`` folded into
-        the modulation's bias and the residual added in place (no autograd)."""
-        w, b = self.ada.weight, self.ada.bias
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` given this block's modulation ``ada(silu(c))`` ``[N, 3 * width]`` (computed for all blocks
+        in one matmul), at inference: the residual is added in place (no autograd)."""
         d = x.shape[-1]
-        mod = torch.addmm(b, c_act, w.t())
-        mod[:, d : 2 * d] += 1.0
-        shift, scale1, gate = mod.split(d, dim=-1)
+        shift, scale, gate = mod.split(d, dim=-1)
+        scale1 = scale + 1.0
         h = torch.addcmul(shift, F.layer_norm(x, (d,), self.norm.weight, self.norm.bias, self.norm.eps), scale1)
         h = self.mlp[2](F.silu(self.mlp[0](h), inplace=True))
         return x.addcmul_(gate, h)
@@ -81,23 +79,51 @@ class DiffusionMLP(nn.Module):
         shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)
         return self.out(self.final_norm(h) * (1 + scale) + shift)
 
-    def prepare(self, z: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    def _inference_tables(self, timesteps: tuple[int, ...], like: torch.Tensor
+                          ) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Per-timestep embeddings ``{t: [1, width]}`` of ``timesteps`` and the modulation layers of all blocks and
+        the final layer stacked into one weight ``[n_mod, width]`` and bias, kept until a parameter changes (an
+        optimiser step bumps its version) or another dtype / device / timestep list asks."""
+        params = [p for m in (self.time_embed, *[b.ada for b in self.blocks], self.final_ada) for p in m.parameters()]
+        key = (timesteps, like.dtype, like.device, tuple((p.data_ptr(), p._version) for p in params))
+        cached = self.__dict__.get("_tables")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        t = torch.tensor(timesteps, device=like.device, dtype=torch.long)
+        temb = self.time_embed(timestep_embedding(t, self.time_freq_dim).to(like.dtype))
+        rows = {step: temb[i : i + 1] for i, step in enumerate(timesteps)}
+        mods = [*[b.ada for b in self.blocks], self.final_ada]
+        weight = torch.cat([m.weight for m in mods]).to(like.dtype)
+        bias = torch.cat([m.bias for m in mods]).to(like.dtype)
+        self.__dict__["_tables"] = (key, (rows, weight, bias))
+        return rows, weight, bias
+
+    def prepare(self, z: torch.Tensor, timesteps: list[int] | None = None,
+                ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """Sampling helper: ``eps = fn(x, t)`` for fixed conditions ``z`` ``[N, cond_dim]`` and one integer timestep
-        ``t`` shared by all rows, equal to ``forward(x, full(t), z)``. The condition's projection is computed here
-        once, the timestep embedding once per call on one row; under autograd (training) it falls back to
-        :meth:`forward`."""
+        ``t`` shared by all rows, equal to ``forward(x, full(t), z)``.
+
+        The condition's projection is computed here once. Given the sampler's ``timesteps``, their embeddings and
+        the stacked modulation layers (one matmul for the adaLN shift/scale/gate of every block instead of one per
+        block) are computed once and reused across calls while the weights stay the same. Under autograd
+        (training) it falls back to :meth:`forward`."""
+        if torch.is_grad_enabled():
+            return lambda x, t: self.forward(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long), z)
         cz = self.cond_embed(z)
+        rows, weight, bias = self._inference_tables(tuple(timesteps or ()), cz)
+        width = cz.shape[-1]
 
         def fn(x: torch.Tensor, t: int) -> torch.Tensor:
-            t_row = torch.full((1,), t, device=x.device, dtype=torch.long)
-            if torch.is_grad_enabled():
-                return self.forward(x, t_row.expand(x.shape[0]), z)
-            c = cz + self.time_embed(timestep_embedding(t_row, self.time_freq_dim).to(x.dtype))
-            c_act = F.silu(c)
+            temb = rows.get(t)
+            if temb is None:
+                t_row = torch.full((1,), t, device=x.device, dtype=torch.long)
+                temb = self.time_embed(timestep_embedding(t_row, self.time_freq_dim).to(x.dtype))
+            c_act = F.silu(cz + temb)
+            mod = torch.addmm(bias, c_act, weight.t())  # [N, 3 * width * depth + 2 * width]
             h = self.input_proj(x)
-            for block in self.blocks:
-                h = block.fast(h, c_act)
-            shift, scale = self.final_ada(c_act).chunk(2, dim=-1)
+            for i, block in enumerate(self.blocks):
+                h = block.modulated(h, mod[:, 3 * width * i : 3 * width * (i + 1)])
+            shift, scale = mod[:, 3 * width * len(self.blocks) :].chunk(2, dim=-1)
             return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))
 
         return fn
