@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
                    help="mar only: the diffusion head's sampler (ddim: deterministic, few steps)")
     p.add_argument("--diffusion-steps", type=int, default=None,
-                   help="mar only: diffusion steps per token (default: the model's sample_steps; ddim: 4-10)")
+                   help="mar only: diffusion steps per token (default: the model's sample_steps)")
     p.add_argument("--random-draws", type=int, default=3, help="random-action draws for delta-PSNR")
     p.add_argument("--seed", type=int, default=0, help="seed of the window choice, sampling and random actions")
     p.add_argument("--out", default=None, help="folder for metrics.json, metrics.md, GIFs (default: print only)")

@@ -462,7 +462,7 @@ def evaluate(
         out_dir: if given, ``metrics.json``, ``metrics.md``, ``horizons.png`` and rollout GIFs go here.
         lpips_weights: torchvision AlexNet weights file to add LPIPS (skipped without one).
         diffusion_steps, sampler: ``mar`` only: the per-token diffusion sampler (``"ddpm"`` with the model's
-            ``sample_steps`` by default; ``"ddim"`` with 4-10 steps is the fast one).
+            ``sample_steps`` by default; see docs/results.md, "Speed (issue 16)", for quality against steps).
 
     Returns:
         ``{"rows": [...], "markdown": str, "settings": {...}, "notes": [...]}`` (rows: see

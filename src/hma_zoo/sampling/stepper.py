@@ -37,7 +37,7 @@ class FrameStepper:
         window: frames each frame attends to, itself included (default ``trunk.max_frames``, the span the model
             was trained with; a smaller value shortens the span for both the cached and the reference path).
         diffusion_steps: ``mar`` only: respaced diffusion steps (default ``diffusion.sample_steps``).
-        sampler: ``mar`` only: ``"ddpm"`` (default; ancestral) or ``"ddim"`` (deterministic DDIM, for 4-10
+        sampler: ``mar`` only: ``"ddpm"`` (default; ancestral) or ``"ddim"`` (deterministic DDIM, for few
             ``diffusion_steps``; see :mod:`hma_zoo.diffusion.gaussian`).
         use_cache: ``False`` recomputes the whole sequence every step (reference path for tests and benchmarks;
             memory grows with the rollout).
