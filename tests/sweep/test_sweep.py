@@ -125,6 +125,21 @@ def test_frontier_is_the_lower_envelope_in_compute() -> None:
     assert all(b[1] < a[1] and b[0] > a[0] for a, b in zip(front, front[1:]))
 
 
+def test_points_of_different_budgets_are_never_fitted_together() -> None:
+    """L(D) over 4 data sizes at 500 steps fits; the same sizes at 2000 steps are their own group, never mixed in."""
+    from hma_zoo.sweep.laws import fit_table
+
+    frames = [1000, 2000, 4000, 8000]
+    rows = [{"id": f"s{steps}-{d}", "params": 1e5, "train_frames": d, "steps": steps,
+             "val_video_loss": 2.0 + (5.0 if steps == 500 else 1.0) * d ** -0.5}
+            for steps in (500, 2000) for d in frames]
+    fits, problems = fit_table(rows, "train_frames", n_boot=20)
+    assert not problems and len(fits) == 2
+    by_group = {f.group: f for f in fits}
+    assert set(by_group) == {"N=0.10M, 500 steps", "N=0.10M, 2000 steps"}
+    for f in fits:  # each group recovers its own law (mixing them would not)
+        assert f.b == pytest.approx(0.5, abs=0.05) and f.c == pytest.approx(2.0, abs=0.05)
+
 # ------------------------------------------------------------------------------------------- engines
 def _fake_slurm(tmp_path: Path, monkeypatch) -> None:
     """`srun` (which submitit looks for) and an `sbatch` that keeps the submission script and answers a job id."""

@@ -181,12 +181,14 @@ def _x(row: dict[str, Any], key: str) -> float:
 
 
 def _group_key(row: dict[str, Any], x: str) -> str:
-    """Points that differ only in ``x`` share a group: data size for L(N), model size for L(D), ..."""
+    """Points that differ only in ``x`` share a group: data size for L(N), model size for L(D), ...; the training
+    steps are part of every group (points trained for different budgets are never fitted together)."""
+    steps = f", {row['steps']} steps" if row.get("steps") is not None else ""
     if x in ("params", "params_trunk"):
-        return f"D={row['train_frames']} frames, {len(row.get('embodiments', []))} embodiments"
+        return f"D={row['train_frames']} frames, {len(row.get('embodiments', []))} embodiments{steps}"
     if x in ("train_frames", "embodiments"):
-        return f"N={row['params'] / 1e6:.2f}M"
-    return "all"
+        return f"N={row['params'] / 1e6:.2f}M{steps}"
+    return f"all{steps}" if steps else "all"
 
 
 def fit_table(rows: list[dict[str, Any]], x: str, metric: str = "val_video_loss",
