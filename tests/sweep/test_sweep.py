@@ -243,3 +243,98 @@ def test_sampled_metrics_when_asked(tmp_path: Path) -> None:
 
     result = run_point(dict(job, overrides={**job["overrides"], "trainer.max_steps": 2}))
     assert np.isfinite(result["psnr"]) and np.isfinite(result["delta_psnr"])
+
+
+# ------------------------------------------------------------------------------------------- eval.rollout
+def _square_episodes(root: Path, train: int = 12, val: int = 4, frames: int = 8) -> Path:
+    """Frame episodes of the synthetic ``square_s1`` robot (the moving square the sweep trains on) whose proprio is
+    the square's top-left corner (y, x), read off the frames: the state a probe learns to read back."""
+    from hma_zoo.data.schema import EmbodimentInfo, Episode
+    from hma_zoo.data.shards import DatasetWriter
+    from hma_zoo.lit.synthetic import SquareDataset, default_embodiments
+
+    spec = default_embodiments()[0]
+    info = EmbodimentInfo(spec.name, action_dim=spec.action_dim, control_hz=10.0, frame_hz=10.0)
+    squares = SquareDataset([spec], train + val, frames, (64, 64), square=16, speed=6.0, seed=5_000_000)
+    with DatasetWriter(root, [info], image_size=(64, 64)) as writer:
+        for i in range(train + val):
+            s = squares[i]
+            video = s["frames"].numpy()
+            corner = [np.argwhere(f.any(-1)).min(0) for f in video]  # (y, x) of the square in each frame
+            writer.add(Episode(f"sq_{i:03d}", spec.name, s["actions"].numpy()[:, : spec.action_dim], frames=video,
+                               proprio=np.asarray(corner, np.float32)), "val" if i >= train else "train")
+    return root
+
+
+def test_rollout_eval_section_is_checked(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    spec = load_sweep(_write_sweep(tmp_path, eval={"rollout": {"data": "data", "max_windows": 4, "steps": None}}))
+    assert spec.eval.rollout == {"data": str(data.resolve()), "max_windows": 4}  # next to the sweep file; nulls out
+    assert point_jobs(spec)[0]["eval"]["rollout"] == spec.eval.rollout
+    assert load_sweep(_write_sweep(tmp_path)).eval.rollout is None
+    with pytest.raises(FileNotFoundError, match=r"eval.rollout.data 'nowhere'.*hma-zoo data build"):
+        load_sweep(_write_sweep(tmp_path, eval={"rollout": {"data": "nowhere"}}))
+    with pytest.raises(FileNotFoundError, match=r"eval.rollout.probe.*hma-zoo probe fit"):
+        load_sweep(_write_sweep(tmp_path, eval={"rollout": {"data": "data", "probe": "data"}}))
+    with pytest.raises(ValueError, match="unknown eval.rollout keys"):
+        load_sweep(_write_sweep(tmp_path, eval={"rollout": {"data": "data", "windows": 4}}))
+    with pytest.raises(ValueError, match="needs `data:`"):
+        load_sweep(_write_sweep(tmp_path, eval={"rollout": {"max_windows": 4}}))
+
+
+def test_rollout_eval_adds_state_error_where_a_probe_exists(tmp_path: Path, caplog) -> None:
+    """eval.rollout runs the evaluator on frame episodes: teacher-forced and rollout PSNR / delta-PSNR and the probe's
+    state error join the result and results.csv; without a probe the state error is absent and a note says why."""
+    from hma_zoo.eval.probe import fit_probe
+    from hma_zoo.sweep.point import evaluate_point, run_point
+
+    data = _square_episodes(tmp_path / "squares")
+    fit_probe(str(data), tmp_path / "probe", steps=60, batch_size=16, lr=4e-3, log_every=60)
+    rollout = {"data": str(data), "max_windows": 4, "batch_size": 4, "random_draws": 1, "horizon_multiple": 1}
+    path = _write_sweep(tmp_path, eval={"batches": 1, "rollout": {**rollout, "probe": str(tmp_path / "probe"),
+                                                                  "rollout": True}})
+    job = point_jobs(load_sweep(path))[0]
+    result = run_point(dict(job, overrides={**job["overrides"], "trainer.max_steps": 2}))
+    for key in ("tf_psnr", "tf_delta_psnr", "rollout_psnr", "rollout_delta_psnr"):
+        assert np.isfinite(result[key]), key
+    for key in ("state_error_norm", "rollout_state_error_norm", "state_error_norm_floor", "state_error/square_s1",
+                "rollout_state_error/square_s1"):
+        assert np.isfinite(result[key]) and result[key] >= 0, key
+    # the model's predicted frames, not the probe alone: two training steps are far from the real frames' floor
+    assert result["state_error_norm"] != pytest.approx(result["state_error_norm_floor"], rel=1e-3)
+    assert result["eval_windows"] == 4 and "eval_notes" not in result
+    # results.csv carries the new columns; the fit runs on state_error_norm (one point: a reason, not a curve)
+    out = tmp_path / "out"
+    assert sweep_main(["fit", str(out), "--metric", "state_error_norm", "--n-boot", "5"]) == 0
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"tf_psnr", "state_error_norm", "rollout_state_error_norm", "state_error/square_s1"} <= set(header)
+    assert json.loads((out / "fits.json").read_text())["problems"]["params"]
+    # no probe (none given, none at <data>/probe): the same PSNR, no state error, and a note saying why
+    caplog.set_level("WARNING")
+    plain = evaluate_point(job["base"], {**job["overrides"], "trainer.max_steps": 2}, Path(job["folder"]),
+                           {"batches": 1, "rollout": rollout})
+    assert plain["tf_psnr"] == pytest.approx(result["tf_psnr"])
+    assert not [k for k in plain if "state_error" in k or k.startswith("rollout_")]
+    assert "no state probe" in plain["eval_notes"][0] and "no state probe" in caplog.text
+
+
+def test_fit_on_state_error_norm_from_the_table(tmp_path: Path) -> None:
+    """`hma-zoo sweep fit --metric state_error_norm` fits the eval.rollout column (rows without it left out)."""
+    for i, n in enumerate((1e4, 3e4, 1e5, 3e5, 1e6)):
+        folder = tmp_path / "points" / f"p{i}"
+        folder.mkdir(parents=True)
+        row = {"id": f"p{i}", "overrides": {"model.init_args.variant": f"w{i}"}, "params": n, "params_trunk": n,
+               "train_frames": 256, "embodiments": ["a"], "steps": 10, "flops_per_step": n, "flops": 10 * n,
+               "val_loss": 3.0, "val_video_loss": 3.0, "curve": [[10, 3.0 - 0.1 * i]], "fit_seconds": 1.0,
+               "attempts": 1}
+        if i < 4:
+            row.update(state_error_norm=2.0 * (n / 1e4) ** -0.3 + 0.2, **{"state_error/a": 1.0 + i})
+        (folder / "result.json").write_text(json.dumps(row))
+    report = analyse(tmp_path, metric="state_error_norm", n_boot=20)
+    fit = report["fits"]["params"][0]
+    assert fit["n"] == 4 and fit["b"] == pytest.approx(0.3, abs=0.05)
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[-2:] == ["state_error_norm", "state_error/a"]
+    assert lines[-1].split(",")[-2:] == ["", ""]  # the point without an eval.rollout result

@@ -23,7 +23,7 @@ from hma_zoo.sweep.spec import ENGINES, SweepSpec, load_sweep
 def point_jobs(spec: SweepSpec) -> list[dict[str, Any]]:
     """The JSON job description of every point (what a worker process or a SLURM job receives)."""
     root = spec.root.resolve()
-    ev = {"batches": spec.eval.batches, "overrides": spec.eval.overrides, "sample_metrics": spec.eval.sample_metrics}
+    ev = spec.eval.to_json()
     return [{"id": p.id, "overrides": p.overrides, "base": str(Path(spec.base).resolve()),
              "folder": str(root / "points" / p.id), "eval": ev, "threads": spec.threads} for p in spec.points()]
 
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     fit = sub.add_parser("fit", help="table, scaling-law fits with bootstrap intervals, frontier, plots")
     fit.add_argument("out", help="the sweep's output folder (its `out:`)")
     fit.add_argument("--metric", default="val_video_loss",
-                     help="the column to fit (val_video_loss, val_loss, perplexity, ...; default val_video_loss)")
+                     help="the column to fit (val_video_loss, val_loss, perplexity, state_error_norm with "
+                          "eval.rollout, ...; default val_video_loss)")
     fit.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     if argv and argv[0] not in ("run", "status", "fit", "-h", "--help"):
         argv = ["run", *argv]  # `hma-zoo sweep --config x.yaml` runs

@@ -24,6 +24,11 @@ from hma_zoo.sweep.point import RESULT
 TABLE_COLUMNS = ("id", "seed", "variant", "params", "params_trunk", "train_episodes", "train_frames", "embodiments",
                  "steps", "flops_per_step", "flops", "val_loss", "val_video_loss", "perplexity", "psnr", "delta_psnr",
                  "fit_seconds", "attempts")
+#: columns of ``eval.rollout`` (:func:`hma_zoo.sweep.point.rollout_metrics`), in the table only when a point has them
+EVAL_COLUMNS = ("tf_psnr", "tf_delta_psnr", "state_error_norm", "state_error_norm_floor", "rollout_psnr",
+                "rollout_delta_psnr", "rollout_state_error_norm", "eval_windows")
+#: per-embodiment raw state errors: one column ``<prefix>/<embodiment>`` each (units differ between embodiments)
+PER_EMBODIMENT_PREFIXES = ("state_error/", "rollout_state_error/")
 X_COLUMNS = {"params": "parameters N", "params_trunk": "trunk parameters N", "train_frames": "training frames D",
              "flops": "training compute C (FLOPs)", "embodiments": "embodiments"}
 
@@ -157,19 +162,29 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The metric columns of ``results.csv``: :data:`TABLE_COLUMNS`, then those of :data:`EVAL_COLUMNS` and the
+    per-embodiment ``state_error/<embodiment>`` columns that at least one row has."""
+    present = {k for r in rows for k in r}
+    per_emb = sorted((k for k in present if k.startswith(PER_EMBODIMENT_PREFIXES)),
+                     key=lambda k: (k.startswith("rollout_"), k))
+    return [*TABLE_COLUMNS, *(c for c in EVAL_COLUMNS if c in present), *per_emb]
+
+
 def write_table(rows: list[dict[str, Any]], root: str | Path) -> tuple[Path, Path]:
-    """``results.csv`` (one row per point: the swept keys, then :data:`TABLE_COLUMNS`) and ``results.json``."""
+    """``results.csv`` (one row per point: the swept keys, then :func:`table_columns`) and ``results.json``."""
     root = Path(root)
     keys = sorted({k for r in rows for k in r.get("overrides", {})})
+    columns = table_columns(rows)
     csv_path, json_path = root / "results.csv", root / "results.json"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*keys, *TABLE_COLUMNS])
+        writer.writerow([*keys, *columns])
         for r in rows:
             ov = r.get("overrides", {})
             cells = [json.dumps(ov[k]) if not isinstance(ov.get(k), str) and k in ov else ov.get(k, "") for k in keys]
             cells += [len(r[c]) if c == "embodiments" and isinstance(r.get(c), list) else r.get(c, "")
-                      for c in TABLE_COLUMNS]
+                      for c in columns]
             writer.writerow(cells)
     json_path.write_text(json.dumps([{k: v for k, v in r.items() if k != "curve"} for r in rows], indent=1))
     return csv_path, json_path
@@ -297,7 +312,8 @@ def plot_frontier(rows: list[dict[str, Any]], front: list[tuple[float, float, st
 
 
 def log_hparams(rows: list[dict[str, Any]], logdir: str | Path, metrics: tuple[str, ...] = (
-        "val_loss", "val_video_loss", "perplexity", "psnr", "delta_psnr")) -> Path:
+        "val_loss", "val_video_loss", "perplexity", "psnr", "delta_psnr", "tf_psnr", "tf_delta_psnr",
+        "state_error_norm", "rollout_psnr", "rollout_delta_psnr", "rollout_state_error_norm")) -> Path:
     """One TensorBoard hparams run per point (its swept keys, size and data against its final metrics)."""
     from torch.utils.tensorboard import SummaryWriter
 

@@ -1,4 +1,8 @@
-"""One sweep point: an ordinary ``hma-zoo fit`` run with overrides, then a loss-only evaluation, then ``result.json``.
+"""One sweep point: an ordinary ``hma-zoo fit`` run with overrides, then its evaluation, then ``result.json``.
+
+The evaluation is the validation loss (and sampled PSNR with ``eval.sample_metrics``), plus, with ``eval.rollout``,
+the project's evaluator on frame episodes: teacher-forced (and rollout) PSNR / delta-PSNR and the state probe's
+``state_error_norm`` (:func:`rollout_metrics`; keys in :mod:`hma_zoo.sweep.spec`).
 
 A point's folder (``<sweep out>/points/<id>/``) holds ``point.json`` (what it is), ``checkpoints/`` (``last.ckpt``
 every ``checkpoint.every_n_train_steps`` of the base recipe), ``tb/`` (TensorBoard: the training and validation
@@ -73,7 +77,9 @@ def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec
     ``psnr`` / ``delta_psnr`` when ``eval_spec["sample_metrics"]``, ``params`` (the world model), ``params_trunk``
     (the shared transformer alone: no token embeddings, action stems or heads), ``flops_per_step`` (forward +
     backward of one training batch, counted with ``FlopCounterMode``), ``train_episodes`` / ``train_frames`` (what
-    the point trained on).
+    the point trained on); with ``eval_spec["rollout"]`` (the sweep file's ``eval.rollout``) also what
+    :func:`rollout_metrics` adds (``tf_psnr``, ``tf_delta_psnr``, ``state_error_norm``, ``state_error/<embodiment>``,
+    ``rollout_*``, ``eval_windows``, ``eval_notes``).
     """
     import torch
     from lightning.pytorch import LightningDataModule, LightningModule
@@ -132,7 +138,77 @@ def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec
         _, _, tokens = lit._measure_flops(batch)
     tokens = tokens.shape[0] * tokens.shape[1] * model.config.tokens.tokens_per_frame  # trunk tokens of the batch
     result["flops_per_step"] = float(lit.flops_per_token * tokens)
+    if eval_spec.get("rollout"):
+        result.update(rollout_metrics(lit, eval_spec["rollout"], device=cli.trainer.strategy.root_device))
     return result
+
+
+#: per mode of :func:`hma_zoo.eval.rollout.evaluate`: the prefix of its metrics in a point's result
+_MODE_PREFIX = {"teacher_forced": {"psnr": "tf_psnr", "delta_psnr": "tf_delta_psnr",
+                                   "state_error_norm": "state_error_norm", "state_error": "state_error"},
+                "rollout": {"psnr": "rollout_psnr", "delta_psnr": "rollout_delta_psnr",
+                            "state_error_norm": "rollout_state_error_norm", "state_error": "rollout_state_error"}}
+
+
+def rollout_metrics(lit: Any, spec: dict[str, Any], device: Any = "cpu") -> dict[str, Any]:
+    """The evaluator's numbers for a sweep point: :func:`hma_zoo.eval.rollout.evaluate` of ``lit.model`` with
+    ``lit.tokenizer`` on ``spec["data"]`` (frame episodes), ``spec`` the sweep file's ``eval.rollout`` (keys
+    :data:`hma_zoo.sweep.spec.ROLLOUT_KEYS`; ``policy`` rows, GIFs and files are skipped).
+
+    Returns flat, JSON-able keys from the ``model`` rows over all embodiments (``horizon == "all"``):
+    ``tf_psnr``, ``tf_delta_psnr``, ``state_error_norm`` (teacher-forced, in train standard deviations),
+    ``state_error_norm_floor`` (the probe on the real frames), ``state_error/<embodiment>`` (raw state units, one
+    key per embodiment: raw errors are never averaged across embodiments), the same with the ``rollout_`` prefix
+    when ``spec["rollout"]``, ``eval_windows`` and ``eval_notes`` (why the state error is missing, if it is).
+    The model is evaluated on ``device`` and left on the CPU.
+
+    Raises ``FileNotFoundError`` when the data folder is gone, ``ValueError`` (naming ``eval.rollout``) when the
+    point has no tokenizer or the data share no embodiment / window with the model.
+    """
+    from hma_zoo.eval.rollout import evaluate
+
+    data = str(spec["data"])
+    if "://" not in data and not Path(data).is_dir():
+        raise FileNotFoundError(f"eval.rollout.data {data!r} not found; build it with `hma-zoo data build` or point "
+                                "the sweep file's `eval.rollout.data:` at an existing dataset folder")
+    probe = spec.get("probe")
+    if probe is not None and "://" not in str(probe) and not (Path(probe) / "config.json").is_file():
+        raise FileNotFoundError(f"eval.rollout.probe {probe!r} is not a probe folder; fit one with "
+                                f"`hma-zoo probe fit --data {data}`")
+    if lit.tokenizer is None:
+        raise ValueError("eval.rollout needs the point's tokenizer to encode and decode frames: set "
+                         "model.init_args.tokenizer in the base recipe (the sweep trained on tokens alone)")
+    kwargs = {k: v for k, v in spec.items() if k not in ("data", "probe") and v is not None}
+    rollout = bool(kwargs.pop("rollout", False))
+    lit.to(device)
+    try:
+        result = evaluate(lit.model, lit.tokenizer, data, probe=probe, rollout=rollout, policy=False, progress=False,
+                          out_dir=None, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"eval.rollout on {data}: {err}") from err
+    finally:
+        lit.to("cpu")
+    rows = [r for r in result["rows"] if r.get("horizon", "all") == "all"]
+    out: dict[str, Any] = {"eval_windows": int(result["settings"]["windows"])}
+    for mode, names in _MODE_PREFIX.items():
+        for r in rows:
+            if r["mode"] != mode or r["method"] != "model":
+                continue
+            if r["embodiment"] == "all":
+                out.update({names[m]: float(r[m]) for m in ("psnr", "delta_psnr", "state_error_norm") if m in r})
+            elif "state_error" in r:
+                out[f"{names['state_error']}/{r['embodiment']}"] = float(r["state_error"])
+    floor = [r for r in rows if (r["mode"], r["method"], r["embodiment"]) == ("teacher_forced", "ground_truth", "all")]
+    if floor and "state_error_norm" in floor[0]:
+        out["state_error_norm_floor"] = float(floor[0]["state_error_norm"])
+    notes = [n for n in result["notes"] if n.startswith(("no state probe", "some windows carry no recorded state"))]
+    if "state_error_norm" not in out and not notes:
+        notes.append("no state_error: the data hold no recorded state (proprio) the probe can judge")
+    if notes:
+        out["eval_notes"] = notes
+        for note in notes:
+            log.warning("eval.rollout (%s): %s", data, note)
+    return out
 
 
 def run_point(point: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,34 @@ A sweep file (YAML)::
       batches: 16                                 # validation batches (null: the whole val split)
       overrides: {data.init_args.embodiments: [metaworld_sawyer]}   # a fixed val set shared by all points
       sample_metrics: false                       # true (or N samples): also PSNR / delta-PSNR (slower)
+      rollout:                                    # optional: hma_zoo.eval.rollout.evaluate on frame episodes
+        data: data/sim-mix                        # episode shards (frames + proprio) the model's embodiments share
+        max_windows: 16                           # windows evaluated (evaluate's max_windows); null: 32
+        probe: null                               # state probe folder; null: <data>/probe if it exists
+        rollout: false                            # true: also autoregressive rollouts (rollout_* keys; slower)
+        steps: null                               # MaskGIT/MAR steps per frame (null: evaluate's default, 2)
     slurm: {partition: gpu, timeout_min: 120, gpus_per_node: 1, cpus_per_task: 8, array_parallelism: 16}
+
+``eval.rollout`` runs the project's evaluator (:func:`hma_zoo.eval.rollout.evaluate`) on the trained weights and
+the point's tokenizer. Its keys mirror that function's arguments (:data:`ROLLOUT_KEYS`: ``data`` required; ``split``,
+``max_windows``, ``batch_size``, ``window``, ``prompt_frames``, ``rollout``, ``horizon_multiple``, ``steps``,
+``temperature``, ``random_draws``, ``seed``, ``probe``, ``diffusion_steps``, ``sampler``; null or absent: the
+evaluator's default). A relative ``data`` / ``probe`` is read from the working directory, else next to the sweep
+file. The point's result (and ``results.csv``) then gains, all embodiments together, from the ``model`` rows:
+
+* ``tf_psnr``, ``tf_delta_psnr``: teacher-forced PSNR and delta-PSNR (true minus random actions) on ``data``
+  (``psnr`` / ``delta_psnr`` without prefix are the validation loop's ``sample_metrics``, on the training data);
+* ``state_error_norm``: the probe's teacher-forced state error in train standard deviations (comparable across
+  embodiments; fit it with ``hma-zoo sweep fit OUT --metric state_error_norm``), ``state_error_norm_floor`` the
+  probe's own error on the real frames (its floor);
+* ``state_error/<embodiment>``: the raw state error in that embodiment's state units (never averaged across
+  embodiments: their units differ);
+* with ``rollout: true`` also ``rollout_psnr``, ``rollout_delta_psnr``, ``rollout_state_error_norm`` and
+  ``rollout_state_error/<embodiment>`` (the first window of an autoregressive rollout from ``prompt_frames``);
+* ``eval_windows`` (windows scored) and ``eval_notes`` (why a metric is missing).
+
+Without a probe (none given, no ``<data>/probe``) the state-error keys are simply absent and ``eval_notes`` says why
+(fit one with ``hma-zoo probe fit --data DIR``).
 
 Keys are dotted LightningCLI keys exactly as on the ``hma-zoo fit`` command line. A point's id is readable and
 stable: the short names of what it overrides plus a hash of the overrides, so rerunning a sweep finds the points
@@ -41,6 +68,10 @@ import yaml
 ENGINES = ("local", "slurm", "debug")
 _KNOWN_KEYS = {"name", "base", "out", "engine", "workers", "threads", "overrides", "grid", "points", "seeds", "eval",
                "slurm"}
+_EVAL_KEYS = ("batches", "overrides", "sample_metrics", "rollout")
+#: ``eval.rollout`` keys: arguments of :func:`hma_zoo.eval.rollout.evaluate` (``data`` is required)
+ROLLOUT_KEYS = ("data", "split", "max_windows", "batch_size", "window", "prompt_frames", "rollout", "horizon_multiple",
+                "steps", "temperature", "random_draws", "seed", "probe", "diffusion_steps", "sampler")
 
 
 @dataclass(frozen=True)
@@ -58,11 +89,19 @@ class Point:
 class EvalSpec:
     """The evaluation every point gets after training: validation loss on ``batches`` batches of the val split, with
     ``overrides`` applied to the data (e.g. one fixed set of embodiments for every point), and PSNR / delta-PSNR when
-    ``sample_metrics`` (MaskGIT/diffusion sampling: much slower than the loss)."""
+    ``sample_metrics`` (MaskGIT/diffusion sampling: much slower than the loss); with ``rollout`` (the
+    ``eval.rollout`` mapping, keys :data:`ROLLOUT_KEYS`, paths resolved) also the evaluator's PSNR / delta-PSNR and
+    state error on frame episodes (see the module docstring)."""
 
     batches: int | None = 16
     overrides: dict[str, Any] = field(default_factory=dict)
     sample_metrics: bool | int = False
+    rollout: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The evaluation as a point's job description carries it (``run_point`` -> ``evaluate_point``)."""
+        return {"batches": self.batches, "overrides": self.overrides, "sample_metrics": self.sample_metrics,
+                "rollout": self.rollout}
 
 
 @dataclass
@@ -168,9 +207,12 @@ def load_sweep(path: str | Path, **changes: Any) -> SweepSpec:
         if key.startswith("--") or " " in key:
             raise ValueError(f"{path}: write keys without dashes or spaces (`trainer.max_steps`), got {key!r}")
     ev = raw.get("eval") or {}
-    unknown_eval = set(ev) - {"batches", "overrides", "sample_metrics"}
+    if not isinstance(ev, dict):
+        raise ValueError(f"{path}: `eval:` is a mapping ({', '.join(_EVAL_KEYS)})")
+    unknown_eval = set(ev) - set(_EVAL_KEYS)
     if unknown_eval:
-        raise ValueError(f"{path}: unknown eval keys {sorted(unknown_eval)}; known: batches, overrides, sample_metrics")
+        raise ValueError(f"{path}: unknown eval keys {sorted(unknown_eval)}; known: {', '.join(_EVAL_KEYS)}")
+    rollout = _rollout_spec(path, ev.get("rollout"))
     workers, threads = int(raw.get("workers", 1)), int(raw.get("threads", 1))
     if workers < 1 or threads < 1:
         raise ValueError(f"{path}: workers and threads must be >= 1, got {workers}, {threads}")
@@ -180,6 +222,47 @@ def load_sweep(path: str | Path, **changes: Any) -> SweepSpec:
         workers=workers, threads=threads, overrides=dict(raw.get("overrides") or {}), grid=grid, point_list=points,
         seeds=[int(s) for s in raw.get("seeds") or []],
         eval=EvalSpec(batches=ev.get("batches", 16), overrides=dict(ev.get("overrides") or {}),
-                      sample_metrics=ev.get("sample_metrics", False)),
+                      sample_metrics=ev.get("sample_metrics", False), rollout=rollout),
         slurm=dict(raw.get("slurm") or {}), source=str(path),
     )
+
+
+def _local_path(path: Path, value: str) -> str:
+    """``value`` as an absolute path: from the working directory if it exists there, else next to the sweep file
+    ``path`` if it exists there, else from the working directory (URLs are kept as they are)."""
+    if "://" in value:
+        return value
+    p = Path(value)
+    if not p.is_absolute() and not p.exists() and (path.parent / p).exists():
+        p = path.parent / p
+    return str(p.resolve())
+
+
+def _rollout_spec(path: Path, raw: Any) -> dict[str, Any] | None:
+    """Check ``eval.rollout`` of the sweep file ``path``; returns its keys (nulls dropped, ``data`` / ``probe``
+    absolute) or ``None`` when the section is absent. Raises ``ValueError`` / ``FileNotFoundError`` naming the key."""
+    if raw is None or raw is False:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: `eval.rollout:` is a mapping, e.g. `{{data: data/sim-mix, max_windows: 16}}`")
+    unknown = set(raw) - set(ROLLOUT_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown eval.rollout keys {sorted(unknown)}; known: {', '.join(ROLLOUT_KEYS)}")
+    if not raw.get("data"):
+        raise ValueError(f"{path}: `eval.rollout:` needs `data:` (a folder of episode shards with frames, e.g. "
+                         "`data: data/sim-mix`)")
+    out = {k: v for k, v in raw.items() if v is not None}
+    out["data"] = _local_path(path, str(raw["data"]))
+    if "://" not in out["data"] and not Path(out["data"]).is_dir():
+        raise FileNotFoundError(f"{path}: eval.rollout.data {raw['data']!r} not found (looked in the working "
+                                f"directory and next to the sweep file); build it with `hma-zoo data build` or "
+                                "point `data:` at an existing dataset folder")
+    if out.get("probe") is not None:
+        out["probe"] = _local_path(path, str(raw["probe"]))
+        if "://" not in out["probe"] and not (Path(out["probe"]) / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: eval.rollout.probe {raw['probe']!r} is not a probe folder; fit one with "
+                                    f"`hma-zoo probe fit --data {raw['data']}` (it writes <data>/probe, found there "
+                                    "when `probe:` is null)")
+    if out.get("split", "val") not in ("val", "train"):
+        raise ValueError(f"{path}: eval.rollout.split is `val` or `train`, got {out['split']!r}")
+    return out
