@@ -10,6 +10,7 @@ with the list of what exists.
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -66,13 +67,18 @@ def _ensure_registered() -> None:
         import hma_zoo.variants  # noqa: F401  (registers the named sizes)
 
 
+def _natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers by value (``hma-vq-w32`` before ``hma-vq-w128``), as timm lists its models."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """Registered variant names matching a glob ``pattern``; ``pretrained=True``: the pretrained world model tags
-    (``variant.tag``) of :func:`hma_zoo.pretrained.pretrained_cfgs` instead."""
+    """Registered variant names matching a glob ``pattern``, numbers in natural order; ``pretrained=True``: the
+    pretrained world model tags (``variant.tag``) of :func:`hma_zoo.pretrained.pretrained_cfgs` instead."""
     from hma_zoo.pretrained import pretrained_cfgs
 
     _ensure_registered()
-    names = list(pretrained_cfgs("hma")) if pretrained else sorted(_MODELS)
+    names = list(pretrained_cfgs("hma")) if pretrained else sorted(_MODELS, key=_natural_key)
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 

@@ -255,6 +255,8 @@ def test_registry_lists_every_size() -> None:
         for size in ("t", "s", "b", "l", "xl", "t64", "s64", "test"):
             assert f"hma-{kind}-{size}" in names
     assert list_models("hma-mar-*") == [n for n in names if n.startswith("hma-mar-")]
+    widths = [int(n.rsplit("-w", 1)[1]) for n in list_models("hma-vq-w*")]
+    assert widths == sorted(widths) and len(widths) >= 5  # natural order: w32 ... w256, not w128 before w32
 
 
 @pytest.mark.parametrize("kind", KINDS)
