@@ -140,6 +140,47 @@ def test_points_of_different_budgets_are_never_fitted_together() -> None:
     for f in fits:  # each group recovers its own law (mixing them would not)
         assert f.b == pytest.approx(0.5, abs=0.05) and f.c == pytest.approx(2.0, abs=0.05)
 
+def _fake_result(root: Path, pid: str, **fields) -> None:
+    folder = root / "points" / pid
+    folder.mkdir(parents=True)
+    row = {"id": pid, "overrides": {}, "steps": 500, "flops_per_step": 1e9, "val_loss": 0.0, **fields}
+    row["flops"] = row["flops_per_step"] * row["steps"]
+    (folder / "result.json").write_text(json.dumps(row))
+
+
+def test_an_embodiment_sweep_is_not_fitted_in_size_data_or_compute(tmp_path: Path) -> None:
+    """Stems make the total size grow with the mixture and the data with it, and each mixture validates on its own
+    split: no L(N), no L(D), no common frontier; the loss against the number of embodiments is plotted."""
+    mixes = [["a"], ["a", "b", "c", "d"], [f"e{i}" for i in range(11)] + ["a"]]
+    for i, mix in enumerate(mixes):
+        _fake_result(tmp_path, f"mix{i}", params=1000 + 10 * len(mix), params_trunk=900, train_frames=100 * len(mix),
+                     embodiments=mix, val_video_loss=1.0 + i, curve=[[100, 3.0 + i], [200, 2.0 + i]])
+    report = analyse(tmp_path, n_boot=10)
+    assert report["fits"]["params"] == [] and "not swept" in report["problems"]["params"][0]
+    assert report["fits"]["train_frames"] == [] and "not swept" in report["problems"]["train_frames"][0]
+    assert report["fits"]["flops"] == [] and "different embodiment mixtures" in report["problems"]["flops"][0]
+    assert [Path(p).name for p in report["plots"]] == ["loss_vs_embodiments.png"]
+    assert (tmp_path / "loss_vs_embodiments.png").stat().st_size > 1000
+
+
+def test_a_size_sweep_groups_by_data_and_draws_the_frontier(tmp_path: Path) -> None:
+    """Four trunk sizes at two data sizes on one mixture: one L(N) group per data size, L(D) not fittable (two
+    values: said, not drawn as a curve), the frontier over all curves."""
+    for n in (1e4, 2e4, 4e4, 8e4):
+        for d in (100, 400):
+            loss = 2.0 + 30 * n ** -0.5 + 0.1 * (d == 100)
+            _fake_result(tmp_path, f"n{int(n)}-d{d}", params=n + 50, params_trunk=n, train_frames=d,
+                         embodiments=["a", "b"], val_video_loss=loss, flops_per_step=n,
+                         curve=[[100, loss + 1], [500, loss]])
+    report = analyse(tmp_path, n_boot=20)
+    groups = sorted(f["group"] for f in report["fits"]["params"])
+    assert groups == ["D=100 frames, 2 embodiments, 500 steps", "D=400 frames, 2 embodiments, 500 steps"]
+    assert all(f["b"] == pytest.approx(0.5, abs=0.05) for f in report["fits"]["params"])
+    assert report["fits"]["train_frames"] == [] and len(report["problems"]["train_frames"]) == 4
+    assert "at least 4 distinct" in report["problems"]["train_frames"][0]
+    assert report["frontier"] and {"loss_vs_params.png", "loss_vs_train_frames.png", "frontier.png"} <= {
+        Path(p).name for p in report["plots"]}
+
 # ------------------------------------------------------------------------------------------- engines
 def _fake_slurm(tmp_path: Path, monkeypatch) -> None:
     """`srun` (which submitit looks for) and an `sbatch` that keeps the submission script and answers a job id."""

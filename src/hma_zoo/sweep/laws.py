@@ -199,11 +199,25 @@ def _group_key(row: dict[str, Any], x: str) -> str:
     """Points that differ only in ``x`` share a group: data size for L(N), model size for L(D), ...; the training
     steps are part of every group (points trained for different budgets are never fitted together)."""
     steps = f", {row['steps']} steps" if row.get("steps") is not None else ""
+    n_emb = len(row.get("embodiments", []))
     if x in ("params", "params_trunk"):
-        return f"D={row['train_frames']} frames, {len(row.get('embodiments', []))} embodiments{steps}"
-    if x in ("train_frames", "embodiments"):
-        return f"N={row['params'] / 1e6:.2f}M{steps}"
+        return f"D={row['train_frames']} frames, {n_emb} embodiments{steps}"
+    # model size by its trunk: the stems and heads grow with the embodiments, the trunk is what was chosen
+    size = f"N_trunk={row.get('params_trunk', row['params']) / 1e6:.2f}M"
+    if x == "train_frames":
+        return f"{size}, {n_emb} embodiments{steps}"
+    if x == "embodiments":
+        return f"{size}{steps}"
     return f"all{steps}" if steps else "all"
+
+
+def _swept(rows: list[dict[str, Any]], x: str) -> bool:
+    """Whether some group of points that differ only in ``x`` holds more than one value of it."""
+    groups: dict[str, set[float]] = defaultdict(set)
+    for r in rows:
+        if r.get(x) is not None:
+            groups[_group_key(r, x)].add(_x(r, x))
+    return any(len(v) > 1 for v in groups.values())
 
 
 def fit_table(rows: list[dict[str, Any]], x: str, metric: str = "val_video_loss",
@@ -337,23 +351,33 @@ def analyse(root: str | Path, metric: str = "val_video_loss", n_boot: int = 1000
     write_table(rows, root)
     report: dict[str, Any] = {"points": len(rows), "metric": metric, "fits": {}, "problems": {}, "plots": []}
     for x in ("params", "train_frames"):
+        if not _swept(rows, x):  # e.g. an embodiment sweep: sizes differ only by stems, data only by mixture
+            report["fits"][x] = []
+            report["problems"][x] = [f"not swept: no two points differ only in {x}"]
+            continue
         fits, problems = fit_table(rows, x, metric, n_boot)
         report["fits"][x] = [asdict(f) for f in fits]
         report["problems"][x] = problems
-        if len({_x(r, x) for r in rows}) > 1:
-            report["plots"].append(str(plot_fits(rows, fits, x, metric, root / f"loss_vs_{x}.png")))
-    if len({len(r.get("embodiments", [])) for r in rows}) > 1:
+        report["plots"].append(str(plot_fits(rows, fits, x, metric, root / f"loss_vs_{x}.png")))
+    if _swept(rows, "embodiments"):
         report["plots"].append(str(plot_fits(rows, [], "embodiments", metric, root / "loss_vs_embodiments.png")))
-    front = frontier(rows)
+    # the validation curves are on each point's own val split: comparable only when all points share one mixture
+    same_data = len({tuple(sorted(r.get("embodiments", []))) for r in rows}) == 1
+    front = frontier(rows) if same_data else []
     cfit = None
-    try:
-        cfit = fit_power_law([c for c, _, _ in front], [v for _, v, _ in front], x_name="C", n_boot=n_boot)
-        cfit.group = "frontier"
-        report["fits"]["flops"] = [asdict(cfit)]
-        report["problems"]["flops"] = []
-    except IllPosedFitError as err:
+    if not same_data:
         report["fits"]["flops"] = []
-        report["problems"]["flops"] = [f"frontier: {err}"]
+        report["problems"]["flops"] = ["frontier: the points train on different embodiment mixtures, so their "
+                                       "validation curves are on different data; no common compute frontier"]
+    else:
+        try:
+            cfit = fit_power_law([c for c, _, _ in front], [v for _, v, _ in front], x_name="C", n_boot=n_boot)
+            cfit.group = "frontier"
+            report["fits"]["flops"] = [asdict(cfit)]
+            report["problems"]["flops"] = []
+        except IllPosedFitError as err:
+            report["fits"]["flops"] = []
+            report["problems"]["flops"] = [f"frontier: {err}"]
     report["frontier"] = [{"flops": c, "loss": v, "id": pid} for c, v, pid in front]
     if front:
         report["plots"].append(str(plot_frontier(rows, front, cfit, root / "frontier.png")))
