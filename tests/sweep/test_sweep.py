@@ -136,7 +136,7 @@ def test_points_of_different_budgets_are_never_fitted_together() -> None:
     fits, problems = fit_table(rows, "train_frames", n_boot=20)
     assert not problems and len(fits) == 2
     by_group = {f.group: f for f in fits}
-    assert set(by_group) == {"N=0.10M, 500 steps", "N=0.10M, 2000 steps"}
+    assert set(by_group) == {"N_trunk=0.10M, 500 steps", "N_trunk=0.10M, 2000 steps"}
     for f in fits:  # each group recovers its own law (mixing them would not)
         assert f.b == pytest.approx(0.5, abs=0.05) and f.c == pytest.approx(2.0, abs=0.05)
 
@@ -307,9 +307,11 @@ def _square_episodes(root: Path, train: int = 12, val: int = 4, frames: int = 8)
     return root
 
 
-def test_rollout_eval_section_is_checked(tmp_path: Path) -> None:
+def test_rollout_eval_section_is_checked(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
     data.mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a working directory without data/ (the repo's own may have one)
     spec = load_sweep(_write_sweep(tmp_path, eval={"rollout": {"data": "data", "max_windows": 4, "steps": None}}))
     assert spec.eval.rollout == {"data": str(data.resolve()), "max_windows": 4}  # next to the sweep file; nulls out
     assert point_jobs(spec)[0]["eval"]["rollout"] == spec.eval.rollout

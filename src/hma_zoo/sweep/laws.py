@@ -199,13 +199,13 @@ def _group_key(row: dict[str, Any], x: str) -> str:
     """Points that differ only in ``x`` share a group: data size for L(N), model size for L(D), ...; the training
     steps are part of every group (points trained for different budgets are never fitted together)."""
     steps = f", {row['steps']} steps" if row.get("steps") is not None else ""
-    n_emb = len(row.get("embodiments", []))
+    emb = f", {len(row['embodiments'])} embodiments" if row.get("embodiments") else ""
     if x in ("params", "params_trunk"):
-        return f"D={row['train_frames']} frames, {n_emb} embodiments{steps}"
+        return f"D={row['train_frames']} frames{emb}{steps}"
     # model size by its trunk: the stems and heads grow with the embodiments, the trunk is what was chosen
     size = f"N_trunk={row.get('params_trunk', row['params']) / 1e6:.2f}M"
     if x == "train_frames":
-        return f"{size}, {n_emb} embodiments{steps}"
+        return f"{size}{emb}{steps}"
     if x == "embodiments":
         return f"{size}{steps}"
     return f"all{steps}" if steps else "all"
