@@ -112,6 +112,8 @@ def test_ill_posed_fits_say_why() -> None:
         fit_power_law([1, 2, 4, 4], [3.0, 2.0, 1.0, 1.1], "N")
     with pytest.raises(IllPosedFitError, match="does not fall"):
         fit_power_law([1, 2, 4, 8, 16], [1.0, 1.2, 1.1, 1.5, 1.6], "D")
+    with pytest.raises(IllPosedFitError, match="within noise"):  # falls overall, but mostly noise
+        fit_power_law([1, 2, 4, 8, 16, 32], [2.0, 1.2, 1.9, 1.1, 1.5, 1.0], "D", n_boot=20)  # Spearman -0.71
     fit = fit_power_law([1, 2, 4, 8, 16], [3.0, 2.0, 2.1, 1.4, 1.3], "N", n_boot=50)
     assert fit.notes and "2->4" in fit.notes[0]
 

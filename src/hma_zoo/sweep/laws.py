@@ -84,12 +84,13 @@ def _fit_once(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 
 def fit_power_law(x: Any, y: Any, x_name: str = "x", n_boot: int = 1000, seed: int = 0,
-                  min_points: int = 4) -> PowerLawFit:
+                  min_points: int = 4, min_r2: float = 0.5) -> PowerLawFit:
     """Fit ``y = a * x^-b + c`` (``b >= 0``, ``0 <= c <= min(y)``) with ``n_boot`` bootstrap resamples of the points.
 
     ``x``, ``y``: 1-D, same length (repeated ``x``, e.g. seeds, are fine). Raises :class:`IllPosedFitError` with fewer
-    than ``min_points`` distinct ``x`` or when ``y`` does not fall with ``x`` (Spearman correlation above -0.5), and
-    notes a non-monotone trend (a later ``x`` with a higher mean loss) in :attr:`PowerLawFit.notes`.
+    than ``min_points`` distinct ``x``, when ``y`` does not fall with ``x`` (Spearman correlation above -0.5), or when
+    the best curve explains less than ``min_r2`` of the variance (a trend within noise); notes a non-monotone trend
+    (a later ``x`` with a higher mean loss) in :attr:`PowerLawFit.notes`.
     """
     from scipy.stats import spearmanr
 
@@ -121,6 +122,10 @@ def fit_power_law(x: Any, y: Any, x_name: str = "x", n_boot: int = 1000, seed: i
     pred = _curve(xs, log_a, b, c)
     ss_res = float(((y - pred) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-12
+    if 1.0 - ss_res / ss_tot < min_r2:
+        raise IllPosedFitError(f"L({x_name}): the best curve explains only R^2 {1.0 - ss_res / ss_tot:.2f} of the "
+                               f"spread (< {min_r2}): the differences are within noise at this budget; add seeds, "
+                               "wider steps in x or a longer training budget")
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
