@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -216,6 +217,11 @@ def _group_key(row: dict[str, Any], x: str) -> str:
     return f"all{steps}" if steps else "all"
 
 
+def _natural(label: str) -> list[Any]:
+    """Sort key reading the numbers of a group label by value (D=960 before D=1920 before D=21120)."""
+    return [float(p) if p.replace(".", "", 1).isdigit() else p for p in re.split(r"(\d+(?:\.\d+)?)", label)]
+
+
 def _swept(rows: list[dict[str, Any]], x: str) -> bool:
     """Whether some group of points that differ only in ``x`` holds more than one value of it."""
     groups: dict[str, set[float]] = defaultdict(set)
@@ -234,7 +240,7 @@ def fit_table(rows: list[dict[str, Any]], x: str, metric: str = "val_video_loss"
         if r.get(metric) is not None and r.get(x) is not None:
             groups[_group_key(r, x)].append(r)
     fits, problems = [], []
-    for name, members in sorted(groups.items()):
+    for name, members in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
         try:
             fit = fit_power_law([_x(r, x) for r in members], [float(r[metric]) for r in members], x_name=x,
                                 n_boot=n_boot)
@@ -273,7 +279,7 @@ def plot_fits(rows: list[dict[str, Any]], fits: list[PowerLawFit], x: str, metri
         if r.get(metric) is not None:
             groups[_group_key(r, x)].append(r)
     by_group = {f.group: f for f in fits}
-    for i, (name, members) in enumerate(sorted(groups.items())):
+    for i, (name, members) in enumerate(sorted(groups.items(), key=lambda kv: _natural(kv[0]))):
         color = f"C{i % 10}"
         xs = np.array([_x(r, x) for r in members])
         ax.scatter(xs, [r[metric] for r in members], color=color, s=18, label=name)
