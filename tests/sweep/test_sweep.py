@@ -278,6 +278,23 @@ def test_killed_point_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert result["steps"] == 12 and result["resumed"] and result["attempts"] == 2
 
 
+def test_a_killed_attempt_still_counts_in_the_wall_time(tmp_path: Path) -> None:
+    """timing.json is on record from an attempt's first second and kept current while it runs (a SIGKILL loses at
+    most one tick), and the attempts add up."""
+    import time
+
+    from hma_zoo.sweep.point import _FitClock
+
+    path = tmp_path / "timing.json"
+    timing = {"fit_seconds": 10.0, "attempts": 1}
+    with _FitClock(path, timing, every=0.05):
+        assert json.loads(path.read_text())["fit_seconds"] >= 10.0  # written at the start
+        time.sleep(0.4)
+        mid = json.loads(path.read_text())["fit_seconds"]  # read while the attempt still runs
+        assert 10.2 <= mid < 11.0
+    assert json.loads(path.read_text())["fit_seconds"] >= 10.4
+
+
 def test_sampled_metrics_when_asked(tmp_path: Path) -> None:
     """eval.sample_metrics adds PSNR and delta-PSNR (MaskGIT samples decoded by the tokenizer) to the result."""
     path = _write_sweep(tmp_path, eval={"batches": 1, "sample_metrics": 2})

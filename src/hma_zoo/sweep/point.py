@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,38 @@ def rollout_metrics(lit: Any, spec: dict[str, Any], device: Any = "cpu") -> dict
     return out
 
 
+class _FitClock:
+    """Adds this attempt's wall seconds to ``timing["fit_seconds"]`` and keeps ``timing.json`` current every
+    ``every`` seconds (and at the end), so an attempt that is killed still counts, to within ``every`` seconds."""
+
+    def __init__(self, path: Path, timing: dict[str, Any], every: float = 30.0) -> None:
+        self.path, self.timing, self.every = path, timing, every
+        self.before = float(timing["fit_seconds"])
+        self._stop = threading.Event()
+
+    def _write(self) -> None:
+        self.timing["fit_seconds"] = self.before + time.perf_counter() - self.start
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.timing))
+        os.replace(tmp, self.path)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __enter__(self) -> _FitClock:
+        self.start = time.perf_counter()
+        self._write()  # the attempt is on record from its first second
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write()
+
+
 def run_point(point: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) and evaluate one point; returns its result (also written to ``result.json``).
 
@@ -233,10 +266,8 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"fit_seconds": 0.0, "attempts": 0}
     resumed = (folder / "checkpoints" / "last.ckpt").is_file()
     timing["attempts"] += 1
-    start = time.perf_counter()
-    fit_main(fit_args(point["base"], point["overrides"], folder))
-    timing["fit_seconds"] += time.perf_counter() - start
-    timing_path.write_text(json.dumps(timing))
+    with _FitClock(timing_path, timing):
+        fit_main(fit_args(point["base"], point["overrides"], folder))
     result = evaluate_point(point["base"], point["overrides"], folder, point.get("eval") or {})
     result.update(id=point["id"], overrides=point["overrides"], fit_seconds=round(timing["fit_seconds"], 2),
                   attempts=timing["attempts"], resumed=resumed, threads=threads,
