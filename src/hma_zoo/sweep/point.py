@@ -71,6 +71,28 @@ def _train_frames(datamodule: Any) -> tuple[int, int]:
     return size, size * int(getattr(datamodule, "window", 1))
 
 
+def point_cli(base: str, overrides: dict[str, Any], extra: list[str] | None = None) -> Any:
+    """The LightningCLI of a point (``base`` recipe + ``overrides`` + raw ``extra`` arguments), built, not run:
+    ``.model`` is the point's fresh LightningModule, ``.datamodule`` its data, ``.trainer`` its trainer."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from hma_zoo.lit.cli import HMACLI
+
+    args = ["--config", base, *[f"--{k}={cli_value(v)}" for k, v in overrides.items()], *(extra or [])]
+    return _with_argv(args, lambda: HMACLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                                           subclass_mode_data=True, run=False, auto_configure_optimizers=False,
+                                           save_config_callback=None))
+
+
+def load_weights(lit: Any, ckpt: str | Path) -> None:
+    """Load a point's Lightning checkpoint into ``lit.model`` (weights only; the EMA weights when the run kept them)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "ema." if any(k.startswith("ema.") for k in state) else "model."
+    lit.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
 def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec: dict[str, Any]) -> dict[str, Any]:
     """Validation of a point's ``last.ckpt`` (weights only) on the sweep's fixed eval set, plus its size and FLOPs.
 
@@ -83,9 +105,7 @@ def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec
     ``rollout_*``, ``eval_windows``, ``eval_notes``).
     """
     import torch
-    from lightning.pytorch import LightningDataModule, LightningModule
 
-    from hma_zoo.lit.cli import HMACLI
 
     ckpt = folder / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
@@ -98,23 +118,15 @@ def evaluate_point(base: str, overrides: dict[str, Any], folder: Path, eval_spec
     samples = 4 if eval_spec.get("sample_metrics", False) is True else int(eval_spec.get("sample_metrics") or 0)
     extra.append(f"--model.init_args.val_metric_samples={samples}")
 
-    def make_cli(ov: dict[str, Any]) -> Any:
-        args = ["--config", base, *[f"--{k}={cli_value(v)}" for k, v in ov.items()], *extra]
-        return _with_argv(args, lambda: HMACLI(LightningModule, LightningDataModule, subclass_mode_model=True,
-                                               subclass_mode_data=True, run=False, auto_configure_optimizers=False,
-                                               save_config_callback=None))
-
     # the model as trained (its embodiments, in its order: stems and heads are indexed by it) ...
-    train_cli = make_cli(overrides)
+    train_cli = point_cli(base, overrides, extra)
     episodes, frames = _train_frames(train_cli.datamodule)
     lit = train_cli.model
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    prefix = "ema." if any(k.startswith("ema.") for k in state) else "model."  # the EMA weights when kept
-    lit.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    load_weights(lit, ckpt)
     # ... validated on the sweep's eval data (e.g. one fixed embodiment for every point; batches name their
     # embodiment, so a narrower eval set routes to the right stems)
     eval_overrides = eval_spec.get("overrides", {})
-    cli = make_cli({**overrides, **eval_overrides}) if eval_overrides else train_cli
+    cli = point_cli(base, {**overrides, **eval_overrides}, extra) if eval_overrides else train_cli
     metrics = cli.trainer.validate(lit, datamodule=cli.datamodule, verbose=False)[0]
     model = lit.model
     params = sum(p.numel() for p in model.parameters())
