@@ -67,9 +67,10 @@ def _ensure_registered() -> None:
         import hma_zoo.variants  # noqa: F401  (registers the named sizes)
 
 
-def _natural_key(name: str) -> list[Any]:
-    """Sort key that orders numbers by value (``hma-vq-w32`` before ``hma-vq-w128``), as timm lists its models."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders the numbers in a name by value (``hma-vq-w32`` before ``hma-vq-w128``, ``D=960`` before
+    ``D=1920``, ``0.08M`` before ``1.32M``), as timm lists its models."""
+    return [float(part) if part[:1].isdigit() else part for part in re.split(r"(\d+(?:\.\d+)?)", name)]
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -78,7 +79,7 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     from hma_zoo.pretrained import pretrained_cfgs
 
     _ensure_registered()
-    names = list(pretrained_cfgs("hma")) if pretrained else sorted(_MODELS, key=_natural_key)
+    names = list(pretrained_cfgs("hma")) if pretrained else sorted(_MODELS, key=natural_key)
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 

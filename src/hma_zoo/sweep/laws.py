@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hma_zoo.registry import natural_key
 from hma_zoo.sweep.point import RESULT
 
 TABLE_COLUMNS = ("id", "seed", "variant", "params", "params_trunk", "train_episodes", "train_frames", "embodiments",
@@ -123,8 +123,9 @@ def fit_power_law(x: Any, y: Any, x_name: str = "x", n_boot: int = 1000, seed: i
     pred = _curve(xs, log_a, b, c)
     ss_res = float(((y - pred) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-12
-    if 1.0 - ss_res / ss_tot < min_r2:
-        raise IllPosedFitError(f"L({x_name}): the best curve explains only R^2 {1.0 - ss_res / ss_tot:.2f} of the "
+    r2 = 1.0 - ss_res / ss_tot
+    if r2 < min_r2:
+        raise IllPosedFitError(f"L({x_name}): the best curve explains only R^2 {r2:.2f} of the "
                                f"spread (< {min_r2}): the differences are within noise at this budget; add seeds, "
                                "wider steps in x or a longer training budget")
     rng = np.random.default_rng(seed)
@@ -139,7 +140,7 @@ def fit_power_law(x: Any, y: Any, x_name: str = "x", n_boot: int = 1000, seed: i
             continue
         boots.append((math.exp(la_b) * x0 ** b_b, b_b, c_b))
     a = math.exp(log_a) * x0 ** b  # back to the units of x: a * x^-b = a' * (x / x0)^-b
-    fit = PowerLawFit(x_name=x_name, a=a, b=b, c=c, n=len(x), r2=1.0 - ss_res / ss_tot, notes=notes,
+    fit = PowerLawFit(x_name=x_name, a=a, b=b, c=c, n=len(x), r2=r2, notes=notes,
                       boot_ok=len(boots) / max(1, n_boot))
     if boots:
         arr = np.array(boots)
@@ -217,30 +218,26 @@ def _group_key(row: dict[str, Any], x: str) -> str:
     return f"all{steps}" if steps else "all"
 
 
-def _natural(label: str) -> list[Any]:
-    """Sort key reading the numbers of a group label by value (D=960 before D=1920 before D=21120)."""
-    return [float(p) if p.replace(".", "", 1).isdigit() else p for p in re.split(r"(\d+(?:\.\d+)?)", label)]
+def _groups(rows: list[dict[str, Any]], x: str, metric: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows that have ``x`` (and ``metric``, if given) by :func:`_group_key`, groups in their numbers' order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get(x) is not None and (metric is None or r.get(metric) is not None):
+            groups[_group_key(r, x)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: natural_key(kv[0])))
 
 
 def _swept(rows: list[dict[str, Any]], x: str) -> bool:
     """Whether some group of points that differ only in ``x`` holds more than one value of it."""
-    groups: dict[str, set[float]] = defaultdict(set)
-    for r in rows:
-        if r.get(x) is not None:
-            groups[_group_key(r, x)].add(_x(r, x))
-    return any(len(v) > 1 for v in groups.values())
+    return any(len({_x(r, x) for r in members}) > 1 for members in _groups(rows, x).values())
 
 
 def fit_table(rows: list[dict[str, Any]], x: str, metric: str = "val_video_loss",
               n_boot: int = 1000) -> tuple[list[PowerLawFit], list[str]]:
     """Fit ``metric`` against ``x`` in each group of points that differ only in ``x``; returns the fits and the
     messages of the groups that could not be fitted (:class:`IllPosedFitError`)."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get(metric) is not None and r.get(x) is not None:
-            groups[_group_key(r, x)].append(r)
     fits, problems = [], []
-    for name, members in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
+    for name, members in _groups(rows, x, metric).items():
         try:
             fit = fit_power_law([_x(r, x) for r in members], [float(r[metric]) for r in members], x_name=x,
                                 n_boot=n_boot)
@@ -274,12 +271,8 @@ def plot_fits(rows: list[dict[str, Any]], fits: list[PowerLawFit], x: str, metri
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get(metric) is not None:
-            groups[_group_key(r, x)].append(r)
     by_group = {f.group: f for f in fits}
-    for i, (name, members) in enumerate(sorted(groups.items(), key=lambda kv: _natural(kv[0]))):
+    for i, (name, members) in enumerate(_groups(rows, x, metric).items()):
         color = f"C{i % 10}"
         xs = np.array([_x(r, x) for r in members])
         ax.scatter(xs, [r[metric] for r in members], color=color, s=18, label=name)
@@ -336,9 +329,12 @@ def plot_frontier(rows: list[dict[str, Any]], front: list[tuple[float, float, st
     return Path(path)
 
 
-def log_hparams(rows: list[dict[str, Any]], logdir: str | Path, metrics: tuple[str, ...] = (
-        "val_loss", "val_video_loss", "perplexity", "psnr", "delta_psnr", "tf_psnr", "tf_delta_psnr",
-        "state_error_norm", "rollout_psnr", "rollout_delta_psnr", "rollout_state_error_norm")) -> Path:
+#: the final metrics a point can have, logged as TensorBoard hparams metrics
+HPARAM_METRICS = ("val_loss", "val_video_loss", "perplexity", "psnr", "delta_psnr",
+                  *(c for c in EVAL_COLUMNS if c not in ("state_error_norm_floor", "eval_windows")))
+
+
+def log_hparams(rows: list[dict[str, Any]], logdir: str | Path, metrics: tuple[str, ...] = HPARAM_METRICS) -> Path:
     """One TensorBoard hparams run per point (its swept keys, size and data against its final metrics)."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -376,19 +372,17 @@ def analyse(root: str | Path, metric: str = "val_video_loss", n_boot: int = 1000
     same_data = len({tuple(sorted(r.get("embodiments", []))) for r in rows}) == 1
     front = frontier(rows) if same_data else []
     cfit = None
+    report["fits"]["flops"], report["problems"]["flops"] = [], []
     if not same_data:
-        report["fits"]["flops"] = []
-        report["problems"]["flops"] = ["frontier: the points train on different embodiment mixtures, so their "
-                                       "validation curves are on different data; no common compute frontier"]
+        report["problems"]["flops"].append("frontier: the points train on different embodiment mixtures, so their "
+                                           "validation curves are on different data; no common compute frontier")
     else:
         try:
             cfit = fit_power_law([c for c, _, _ in front], [v for _, v, _ in front], x_name="C", n_boot=n_boot)
             cfit.group = "frontier"
-            report["fits"]["flops"] = [asdict(cfit)]
-            report["problems"]["flops"] = []
+            report["fits"]["flops"].append(asdict(cfit))
         except IllPosedFitError as err:
-            report["fits"]["flops"] = []
-            report["problems"]["flops"] = [f"frontier: {err}"]
+            report["problems"]["flops"].append(f"frontier: {err}")
     report["frontier"] = [{"flops": c, "loss": v, "id": pid} for c, v, pid in front]
     if front:
         report["plots"].append(str(plot_frontier(rows, front, cfit, root / "frontier.png")))

@@ -179,15 +179,11 @@ def rollout_metrics(lit: Any, spec: dict[str, Any], device: Any = "cpu") -> dict
     point has no tokenizer or the data share no embodiment / window with the model.
     """
     from hma_zoo.eval.rollout import evaluate
+    from hma_zoo.sweep.spec import check_rollout_paths
 
     data = str(spec["data"])
-    if "://" not in data and not Path(data).is_dir():
-        raise FileNotFoundError(f"eval.rollout.data {data!r} not found; build it with `hma-zoo data build` or point "
-                                "the sweep file's `eval.rollout.data:` at an existing dataset folder")
     probe = spec.get("probe")
-    if probe is not None and "://" not in str(probe) and not (Path(probe) / "config.json").is_file():
-        raise FileNotFoundError(f"eval.rollout.probe {probe!r} is not a probe folder; fit one with "
-                                f"`hma-zoo probe fit --data {data}`")
+    check_rollout_paths(data, probe)
     if lit.tokenizer is None:
         raise ValueError("eval.rollout needs the point's tokenizer to encode and decode frames: set "
                          "model.init_args.tokenizer in the base recipe (the sweep trained on tokens alone)")

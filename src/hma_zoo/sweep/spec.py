@@ -238,6 +238,20 @@ def _local_path(path: Path, value: str) -> str:
     return str(p.resolve())
 
 
+def check_rollout_paths(data: str, probe: str | None, shown: tuple[Any, Any] | None = None) -> None:
+    """Raise ``FileNotFoundError`` naming the ``eval.rollout`` key and the fix when the episode folder ``data`` is
+    missing or ``probe`` is not a probe folder (URLs are not checked); ``shown``: the names as the user wrote them.
+    Checked when the sweep file is read and again where the point is evaluated (another machine, later)."""
+    shown_data, shown_probe = shown or (data, probe)
+    if "://" not in data and not Path(data).is_dir():
+        raise FileNotFoundError(f"eval.rollout.data {shown_data!r} not found; build it with `hma-zoo data build` or "
+                                "point the sweep file's `eval.rollout.data:` at an existing dataset folder")
+    if probe is not None and "://" not in str(probe) and not (Path(probe) / "config.json").is_file():
+        raise FileNotFoundError(f"eval.rollout.probe {shown_probe!r} is not a probe folder; fit one with "
+                                f"`hma-zoo probe fit --data {shown_data}` (it writes <data>/probe, found there when "
+                                "`probe:` is null)")
+
+
 def _rollout_spec(path: Path, raw: Any) -> dict[str, Any] | None:
     """Check ``eval.rollout`` of the sweep file ``path``; returns its keys (nulls dropped, ``data`` / ``probe``
     absolute) or ``None`` when the section is absent. Raises ``ValueError`` / ``FileNotFoundError`` naming the key."""
@@ -253,16 +267,13 @@ def _rollout_spec(path: Path, raw: Any) -> dict[str, Any] | None:
                          "`data: data/sim-mix`)")
     out = {k: v for k, v in raw.items() if v is not None}
     out["data"] = _local_path(path, str(raw["data"]))
-    if "://" not in out["data"] and not Path(out["data"]).is_dir():
-        raise FileNotFoundError(f"{path}: eval.rollout.data {raw['data']!r} not found (looked in the working "
-                                f"directory and next to the sweep file); build it with `hma-zoo data build` or "
-                                "point `data:` at an existing dataset folder")
     if out.get("probe") is not None:
         out["probe"] = _local_path(path, str(raw["probe"]))
-        if "://" not in out["probe"] and not (Path(out["probe"]) / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: eval.rollout.probe {raw['probe']!r} is not a probe folder; fit one with "
-                                    f"`hma-zoo probe fit --data {raw['data']}` (it writes <data>/probe, found there "
-                                    "when `probe:` is null)")
+    try:
+        check_rollout_paths(out["data"], out.get("probe"), shown=(raw["data"], raw.get("probe")))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: {err} (relative paths: the working directory, then next to the sweep "
+                                "file)") from err
     if out.get("split", "val") not in ("val", "train"):
         raise ValueError(f"{path}: eval.rollout.split is `val` or `train`, got {out['split']!r}")
     return out
